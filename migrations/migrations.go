@@ -1,0 +1,108 @@
+// Package migrations holds TasQ's database schema as golang-migrate SQL files,
+// embedded in the binary, with helpers to apply and roll them back.
+//
+// The PostgreSQL schema lives in postgres/. Applying it creates the tasq_jobs
+// table documented in the README; golang-migrate records the applied version in
+// the tasq_schema_migrations table, so TasQ's migrations never collide with the
+// application's own.
+package migrations
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+
+	"github.com/golang-migrate/migrate/v4"
+	pgxmigrate "github.com/golang-migrate/migrate/v4/database/pgx/v5"
+	"github.com/golang-migrate/migrate/v4/source/iofs"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+)
+
+//go:embed postgres/*.sql
+var postgresFS embed.FS
+
+// MigrationsTable is the table in which golang-migrate records the applied version.
+const MigrationsTable = "tasq_schema_migrations"
+
+// Latest is the newest schema version shipped in this build.
+const Latest uint = 1
+
+// ErrNoVersion is returned by Version when no migration has been applied yet.
+var ErrNoVersion = errors.New("tasq: no migration applied yet; run `tasq migrate up`")
+
+// Up applies every pending PostgreSQL migration to the database at dsn.
+// It is safe to call when the schema is already current.
+func Up(ctx context.Context, dsn string) error {
+	return run(ctx, dsn, "up", func(m *migrate.Migrate) error { return m.Up() })
+}
+
+// Down rolls back every PostgreSQL migration, dropping tasq_jobs and its data.
+func Down(ctx context.Context, dsn string) error {
+	return run(ctx, dsn, "down", func(m *migrate.Migrate) error { return m.Down() })
+}
+
+// Steps applies n migrations forward (n > 0) or rolls back -n (n < 0).
+func Steps(ctx context.Context, dsn string, n int) error {
+	if n == 0 {
+		return errors.New("tasq: migrate steps: n must not be zero")
+	}
+	return run(ctx, dsn, fmt.Sprintf("steps %d", n), func(m *migrate.Migrate) error { return m.Steps(n) })
+}
+
+// Version reports the applied schema version and whether a failed migration left
+// the schema dirty. It returns ErrNoVersion when nothing has been applied.
+func Version(ctx context.Context, dsn string) (version uint, dirty bool, err error) {
+	err = run(ctx, dsn, "version", func(m *migrate.Migrate) error {
+		var verr error
+		version, dirty, verr = m.Version()
+		if errors.Is(verr, migrate.ErrNilVersion) {
+			return ErrNoVersion
+		}
+		return verr
+	})
+	return version, dirty, err
+}
+
+func run(ctx context.Context, dsn, what string, fn func(*migrate.Migrate) error) error {
+	if dsn == "" {
+		return errors.New("tasq: migrate " + what + ": empty database URL; set TASQ_DATABASE_URL or pass --database-url")
+	}
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return fmt.Errorf("tasq: migrate %s: open database: %w", what, err)
+	}
+	defer db.Close()
+	if err := db.PingContext(ctx); err != nil {
+		return fmt.Errorf("tasq: migrate %s: cannot reach database: %w", what, err)
+	}
+	src, err := iofs.New(postgresFS, "postgres")
+	if err != nil {
+		return fmt.Errorf("tasq: migrate %s: read embedded migrations: %w", what, err)
+	}
+	drv, err := pgxmigrate.WithInstance(db, &pgxmigrate.Config{MigrationsTable: MigrationsTable})
+	if err != nil {
+		return fmt.Errorf("tasq: migrate %s: %w", what, err)
+	}
+	m, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
+	if err != nil {
+		return fmt.Errorf("tasq: migrate %s: %w", what, err)
+	}
+	defer m.Close()
+	// golang-migrate has no context parameter; stop it when ctx is done.
+	stop := context.AfterFunc(ctx, func() {
+		select {
+		case m.GracefulStop <- true:
+		default:
+		}
+	})
+	defer stop()
+	if err := fn(m); err != nil && !errors.Is(err, migrate.ErrNoChange) {
+		if errors.Is(err, ErrNoVersion) {
+			return err
+		}
+		return fmt.Errorf("tasq: migrate %s: %w", what, err)
+	}
+	return nil
+}

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS tasq_jobs;
+DROP TYPE IF EXISTS tasq_job_state;

@@ -1,0 +1,309 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Client dispatches tasks to adapters. It is safe for concurrent use.
+type Client struct {
+	adapter Adapter
+	named   map[string]Adapter
+}
+
+// ClientOption configures a Client.
+type ClientOption func(*Client) error
+
+// WithDriver makes a under name available to tasks whose Config.Driver is name
+// (the guide's multiple drivers in one application).
+func WithDriver(name string, a Adapter) ClientOption {
+	return func(c *Client) error {
+		if name == "" || a == nil {
+			return fmt.Errorf("%w: WithDriver needs a name and an adapter", ErrInvalidConfig)
+		}
+		c.named[name] = a
+		return nil
+	}
+}
+
+// NewClient returns a client whose tasks go to adapter unless their config
+// names another driver.
+func NewClient(adapter Adapter, opts ...ClientOption) (*Client, error) {
+	if adapter == nil {
+		return nil, fmt.Errorf("%w: NewClient needs an adapter, e.g. postgres.New(ctx, url)", ErrInvalidConfig)
+	}
+	c := &Client{adapter: adapter, named: map[string]Adapter{adapter.Name(): adapter}}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Adapter returns the client's default adapter.
+func (c *Client) Adapter() Adapter { return c.adapter }
+
+// DispatchOption overrides a task's configuration for one dispatch: the
+// guide's on_queue, delay and retry_after. Options apply in any order.
+type DispatchOption func(*dispatchOpts) error
+
+type dispatchOpts struct {
+	queue      string
+	delay      time.Duration
+	retryDelay time.Duration
+	priority   *int16
+}
+
+// OnQueue sends the job to queue name instead of the task's configured queue.
+func OnQueue(name string) DispatchOption {
+	return func(o *dispatchOpts) error {
+		if err := ValidateQueueName(name); err != nil {
+			return fmt.Errorf("OnQueue: %w", err)
+		}
+		o.queue = name
+		return nil
+	}
+}
+
+// Delay makes the job run d after dispatch. d must be positive.
+func Delay(d time.Duration) DispatchOption {
+	return func(o *dispatchOpts) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: Delay(%v): the delay must be positive; dispatch without Delay to run at once", ErrInvalidConfig, d)
+		}
+		o.delay = d
+		return nil
+	}
+}
+
+// RetryAfter overrides the task's RetryDelay for this job. d must be positive,
+// or RetryImmediately.
+func RetryAfter(d time.Duration) DispatchOption {
+	return func(o *dispatchOpts) error {
+		if d <= 0 && d != RetryImmediately {
+			return fmt.Errorf("%w: RetryAfter(%v): the retry delay must be positive, or queue.RetryImmediately", ErrInvalidConfig, d)
+		}
+		o.retryDelay = d
+		return nil
+	}
+}
+
+// WithPriority overrides the task's priority for this job: higher runs first
+// within its queue.
+func WithPriority(p int16) DispatchOption {
+	return func(o *dispatchOpts) error { o.priority = &p; return nil }
+}
+
+// Dispatch stores task as a new job and returns its ID. The job runs when a
+// worker serving its queue claims it.
+func (c *Client) Dispatch(ctx context.Context, task any, opts ...DispatchOption) (uuid.UUID, error) {
+	ids, err := c.dispatch(ctx, nil, []any{task}, opts)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	return ids[0], nil
+}
+
+// DispatchTx stores task as a new job inside the caller's transaction tx: the
+// job exists (and wakes workers) only if tx commits. The Postgres adapter
+// accepts pgx.Tx, *sql.Tx and *gorm.DB.
+func (c *Client) DispatchTx(ctx context.Context, tx any, task any, opts ...DispatchOption) (uuid.UUID, error) {
+	if tx == nil || isNil(tx) {
+		return uuid.Nil, fmt.Errorf("%w: DispatchTx got a nil transaction", ErrTxUnsupported)
+	}
+	ids, err := c.dispatch(ctx, tx, []any{task}, opts)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	return ids[0], nil
+}
+
+// DispatchMany stores many tasks in one round trip per adapter, all or none,
+// applying opts to each. It returns the IDs in the order of tasks.
+func (c *Client) DispatchMany(ctx context.Context, tasks []any, opts ...DispatchOption) ([]uuid.UUID, error) {
+	return c.dispatch(ctx, nil, tasks, opts)
+}
+
+// DispatchManyTx is DispatchMany inside the caller's transaction.
+func (c *Client) DispatchManyTx(ctx context.Context, tx any, tasks []any, opts ...DispatchOption) ([]uuid.UUID, error) {
+	if tx == nil || isNil(tx) {
+		return nil, fmt.Errorf("%w: DispatchManyTx got a nil transaction", ErrTxUnsupported)
+	}
+	return c.dispatch(ctx, tx, tasks, opts)
+}
+
+func (c *Client) dispatch(ctx context.Context, tx any, tasks []any, opts []DispatchOption) ([]uuid.UUID, error) {
+	if c == nil {
+		return nil, ErrNoDefaultClient
+	}
+	if len(tasks) == 0 {
+		return nil, fmt.Errorf("%w: nothing to dispatch", ErrInvalidConfig)
+	}
+	var o dispatchOpts
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	ids := make([]uuid.UUID, len(tasks))
+	// Group by adapter, keeping the first adapter's jobs in one slice in the
+	// common case of a single backend.
+	var order []Adapter
+	groups := map[Adapter][]NewJob{}
+	for i, t := range tasks {
+		job, a, err := c.build(t, &o)
+		if err != nil {
+			if len(tasks) > 1 {
+				return nil, fmt.Errorf("task %d: %w", i, err)
+			}
+			return nil, err
+		}
+		ids[i] = job.ID
+		if _, seen := groups[a]; !seen {
+			order = append(order, a)
+		}
+		groups[a] = append(groups[a], job)
+	}
+	if tx != nil && len(order) > 1 {
+		return nil, fmt.Errorf("%w: these tasks use %d different drivers; a transaction belongs to one", ErrTxUnsupported, len(order))
+	}
+	for _, a := range order {
+		var err error
+		if tx != nil {
+			err = a.InsertTx(ctx, tx, groups[a])
+		} else {
+			err = a.Insert(ctx, groups[a])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tasq: dispatch to %s: %w", a.Name(), err)
+		}
+	}
+	return ids, nil
+}
+
+func (c *Client) build(task any, o *dispatchOpts) (NewJob, Adapter, error) {
+	if err := checkTask(task); err != nil {
+		return NewJob{}, nil, err
+	}
+	kind, err := kindOf(task)
+	if err != nil {
+		return NewJob{}, nil, err
+	}
+	cfg, err := configOf(task).Resolve()
+	if err != nil {
+		return NewJob{}, nil, fmt.Errorf("%s: %w", kind, err)
+	}
+	a := c.adapter
+	switch {
+	case cfg.Adapter != nil:
+		a = cfg.Adapter
+	case cfg.Driver != "":
+		var ok bool
+		if a, ok = c.named[cfg.Driver]; !ok {
+			return NewJob{}, nil, fmt.Errorf("%w: task %s asks for driver %q but the client has none by that name; add one with queue.WithDriver(%q, adapter)", ErrUnknownDriver, kind, cfg.Driver, cfg.Driver)
+		}
+	}
+	payload, err := json.Marshal(task)
+	if err != nil {
+		return NewJob{}, nil, fmt.Errorf("tasq: %s: cannot encode the task's fields as JSON: %w", kind, err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return NewJob{}, nil, fmt.Errorf("tasq: generate job id: %w", err)
+	}
+	job := NewJob{
+		ID: id, Kind: kind, Queue: cfg.Queue, Payload: payload, Priority: cfg.Priority,
+		MaxRetries: cfg.MaxRetries, RetryDelay: cfg.RetryDelay, Timeout: cfg.Timeout,
+	}
+	if o.queue != "" {
+		job.Queue = o.queue
+	}
+	job.Delay = o.delay
+	switch {
+	case o.retryDelay == RetryImmediately:
+		job.RetryDelay = 0
+	case o.retryDelay > 0:
+		job.RetryDelay = o.retryDelay
+	}
+	if o.priority != nil {
+		job.Priority = *o.priority
+	}
+	return job, a, nil
+}
+
+// Pending is a task with dispatch options gathered by chaining, the guide's
+// fluent style: client.Task(t).OnQueue("high").Delay(time.Minute).Dispatch(ctx).
+type Pending struct {
+	c    *Client
+	task any
+	opts []DispatchOption
+}
+
+// Task starts a chained dispatch of task.
+func (c *Client) Task(task any) *Pending { return &Pending{c: c, task: task} }
+
+// OnQueue overrides the queue. See the function OnQueue.
+func (p *Pending) OnQueue(name string) *Pending { p.opts = append(p.opts, OnQueue(name)); return p }
+
+// Delay delays the job. See the function Delay.
+func (p *Pending) Delay(d time.Duration) *Pending { p.opts = append(p.opts, Delay(d)); return p }
+
+// RetryAfter overrides the retry delay. See the function RetryAfter.
+func (p *Pending) RetryAfter(d time.Duration) *Pending {
+	p.opts = append(p.opts, RetryAfter(d))
+	return p
+}
+
+// Priority overrides the priority. See WithPriority.
+func (p *Pending) Priority(n int16) *Pending { p.opts = append(p.opts, WithPriority(n)); return p }
+
+// Dispatch dispatches the task with the gathered options.
+func (p *Pending) Dispatch(ctx context.Context) (uuid.UUID, error) {
+	return p.c.Dispatch(ctx, p.task, p.opts...)
+}
+
+// DispatchTx dispatches the task inside tx with the gathered options.
+func (p *Pending) DispatchTx(ctx context.Context, tx any) (uuid.UUID, error) {
+	return p.c.DispatchTx(ctx, tx, p.task, p.opts...)
+}
+
+// defaultClient is the one package-level client, the counterpart of the
+// guide's set_global_config.
+var defaultClient atomic.Pointer[Client]
+
+// SetDefault makes c the client used by the package-level Dispatch functions.
+func SetDefault(c *Client) { defaultClient.Store(c) }
+
+// Default returns the client set with SetDefault, or nil.
+func Default() *Client { return defaultClient.Load() }
+
+// Dispatch dispatches task with the default client.
+func Dispatch(ctx context.Context, task any, opts ...DispatchOption) (uuid.UUID, error) {
+	c := Default()
+	if c == nil {
+		return uuid.Nil, ErrNoDefaultClient
+	}
+	return c.Dispatch(ctx, task, opts...)
+}
+
+// DispatchTx dispatches task inside tx with the default client.
+func DispatchTx(ctx context.Context, tx any, task any, opts ...DispatchOption) (uuid.UUID, error) {
+	c := Default()
+	if c == nil {
+		return uuid.Nil, ErrNoDefaultClient
+	}
+	return c.DispatchTx(ctx, tx, task, opts...)
+}
+
+// New starts a chained dispatch of task with the default client:
+// queue.New(t).Delay(time.Minute).Dispatch(ctx).
+func New(task any) *Pending { return &Pending{c: Default(), task: task} }

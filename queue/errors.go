@@ -1,0 +1,57 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors callers can branch on with errors.Is.
+var (
+	// ErrNotATask means a value passed to Dispatch or Register has no
+	// Handle(context.Context) (R, error) method.
+	ErrNotATask = errors.New("tasq: not a task")
+	// ErrInvalidConfig means a task's Config or a dispatch option is out of range.
+	ErrInvalidConfig = errors.New("tasq: invalid task configuration")
+	// ErrDuplicateKind means a kind was registered twice.
+	ErrDuplicateKind = errors.New("tasq: task kind already registered")
+	// ErrUnknownKind means a job names a kind the worker's registry does not know.
+	ErrUnknownKind = errors.New("tasq: unknown task kind")
+	// ErrDecode means a job's payload could not be decoded into its task type.
+	ErrDecode = errors.New("tasq: cannot decode job payload")
+	// ErrUnknownDriver means a task asks for a driver the client was not given.
+	ErrUnknownDriver = errors.New("tasq: unknown driver")
+	// ErrTxUnsupported means the adapter cannot dispatch inside the given
+	// transaction type (or inside any transaction at all).
+	ErrTxUnsupported = errors.New("tasq: transactional dispatch not supported for this transaction type")
+	// ErrNotMigrated means the backend's schema is missing; run `tasq migrate up`.
+	ErrNotMigrated = errors.New("tasq: schema not migrated; run `tasq migrate up` (or migrations.Up) first")
+	// ErrJobNotFound means no job has the given ID.
+	ErrJobNotFound = errors.New("tasq: job not found")
+	// ErrJobState means an operation does not apply to a job in its current state.
+	ErrJobState = errors.New("tasq: operation not allowed in the job's current state")
+	// ErrTimeout is wrapped in the error of an attempt that ran past its task's Timeout.
+	ErrTimeout = errors.New("tasq: task timed out")
+	// ErrPanic is wrapped in the error of an attempt whose Handle panicked.
+	ErrPanic = errors.New("tasq: task panicked")
+	// ErrLeaseExpired is the error given to Failed when a job's last attempt was
+	// lost because its worker stopped renewing the lease (crashed or was killed).
+	ErrLeaseExpired = errors.New("tasq: lease expired before the attempt finished")
+	// ErrNoDefaultClient means a package-level Dispatch ran before SetDefault.
+	ErrNoDefaultClient = errors.New("tasq: no default client; call queue.SetDefault first")
+)
+
+// CancelError, returned (wrapped or not) from Handle, moves the job to the
+// cancelled state at once: no retry, no Failed hook. Create one with Cancel.
+type CancelError struct{ Err error }
+
+// Cancel wraps err so that returning it from Handle cancels the job.
+func Cancel(err error) error { return &CancelError{Err: err} }
+
+func (e *CancelError) Error() string {
+	if e.Err == nil {
+		return "job cancelled by task"
+	}
+	return fmt.Sprintf("job cancelled by task: %v", e.Err)
+}
+
+func (e *CancelError) Unwrap() error { return e.Err }
