@@ -1,0 +1,36 @@
+# TasQ developer tasks. `make help` lists them.
+#
+# Tests that need PostgreSQL get it from internal/testpg: TASQ_DATABASE_URL
+# when set, else a Docker container, else the local binaries
+# (`apt-get install -y postgresql`).
+
+GO   ?= go
+PKGS ?= ./...
+
+.DEFAULT_GOAL := help
+.PHONY: help test fmt-check vet lint bench demo build
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+test: fmt-check vet ## gofmt check, go vet, then all tests with the race detector
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+fmt-check: ## fail when a file needs gofmt
+	@out="$$(gofmt -l .)"; \
+	if [ -n "$$out" ]; then echo "these files need formatting (run: gofmt -w .):"; echo "$$out"; exit 1; fi
+
+vet: ## go vet
+	$(GO) vet $(PKGS)
+
+lint: fmt-check vet ## gofmt, go vet and staticcheck
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+
+demo: ## run the demo (needs PostgreSQL: TASQ_DATABASE_URL, or local binaries)
+	$(GO) run ./cmd/tasq demo
+
+bench: ## run the benchmark
+	$(GO) run ./cmd/tasq bench
+
+build: ## build bin/tasq
+	$(GO) build -o bin/tasq ./cmd/tasq
