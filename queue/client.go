@@ -14,6 +14,24 @@ import (
 type Client struct {
 	adapter Adapter
 	named   map[string]Adapter
+	encoder Encoder
+}
+
+// Encoder turns a task into its job payload. The default is encoding/json;
+// ormref's encoder sends ORM models as references instead of their values.
+type Encoder interface {
+	Encode(task any) ([]byte, error)
+}
+
+// WithEncoder makes the client encode payloads with enc.
+func WithEncoder(enc Encoder) ClientOption {
+	return func(c *Client) error {
+		if enc == nil {
+			return fmt.Errorf("%w: WithEncoder needs an encoder", ErrInvalidConfig)
+		}
+		c.encoder = enc
+		return nil
+	}
 }
 
 // ClientOption configures a Client.
@@ -212,9 +230,14 @@ func (c *Client) build(task any, o *dispatchOpts) (NewJob, Adapter, error) {
 			return NewJob{}, nil, fmt.Errorf("%w: task %s asks for driver %q but the client has none by that name; add one with queue.WithDriver(%q, adapter)", ErrUnknownDriver, kind, cfg.Driver, cfg.Driver)
 		}
 	}
-	payload, err := json.Marshal(task)
+	var payload []byte
+	if c.encoder != nil {
+		payload, err = c.encoder.Encode(task)
+	} else {
+		payload, err = json.Marshal(task)
+	}
 	if err != nil {
-		return NewJob{}, nil, fmt.Errorf("tasq: %s: cannot encode the task's fields as JSON: %w", kind, err)
+		return NewJob{}, nil, fmt.Errorf("tasq: %s: cannot encode the task as a payload: %w", kind, err)
 	}
 	id, err := uuid.NewV7()
 	if err != nil {

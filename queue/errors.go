@@ -40,6 +40,24 @@ var (
 	ErrNoDefaultClient = errors.New("tasq: no default client; call queue.SetDefault first")
 )
 
+// PermanentError marks an error that is not worth retrying. A worker fails
+// the job at once unless the task's own ShouldRetry says otherwise (a task's
+// RetryDecider always has the last word). Create one with Permanent.
+type PermanentError struct{ Err error }
+
+// Permanent wraps err so that, by default, the job is not retried.
+func Permanent(err error) error { return &PermanentError{Err: err} }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// IsPermanent reports whether err, or an error it wraps, is a PermanentError.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
+}
+
 // CancelError, returned (wrapped or not) from Handle, moves the job to the
 // cancelled state at once: no retry, no Failed hook. Create one with Cancel.
 type CancelError struct{ Err error }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -198,5 +199,22 @@ func TestParseJobState(t *testing.T) {
 	}
 	if _, err := ParseJobState("done"); err == nil || !strings.Contains(err.Error(), "completed") {
 		t.Errorf("ParseJobState(done) = %v; want the list of states", err)
+	}
+}
+
+func TestPermanentErrorsAreNotRetriedByDefault(t *testing.T) {
+	reg := NewRegistry()
+	MustRegister(reg, minimal{})
+	x, err := reg.Prepare("minimal", nil, Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := errors.New("row gone")
+	perm := fmt.Errorf("load: %w", Permanent(base))
+	if x.ShouldRetry(perm) || !x.ShouldRetry(base) {
+		t.Errorf("ShouldRetry(permanent)=%v ShouldRetry(plain)=%v; want false, true", x.ShouldRetry(perm), x.ShouldRetry(base))
+	}
+	if !IsPermanent(perm) || !errors.Is(perm, base) || perm.Error() != "load: row gone" {
+		t.Errorf("Permanent wrapping: %v", perm)
 	}
 }

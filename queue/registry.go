@@ -139,7 +139,7 @@ func (reg *Registry) Prepare(kind string, payload []byte, meta Metadata) (*Execu
 		return nil, fmt.Errorf("%w: kind %s: %v", ErrDecode, kind, err)
 	}
 	SetMetadata(task, meta)
-	return &Execution{Meta: meta, Config: e.cfg, task: task, e: e}, nil
+	return &Execution{Meta: meta, Config: e.cfg, task: task, e: e, payload: payload}, nil
 }
 
 // Execution is one decoded job, ready to run. Workers obtain it from
@@ -148,9 +148,10 @@ type Execution struct {
 	// Meta is the metadata given to the task.
 	Meta Metadata
 	// Config is the task type's registered configuration.
-	Config Resolved
-	task   any
-	e      *entry
+	Config  Resolved
+	task    any
+	e       *entry
+	payload []byte
 }
 
 // Task returns the decoded task value.
@@ -172,13 +173,16 @@ func (x *Execution) Handle(ctx context.Context) (json.RawMessage, error) {
 }
 
 // ShouldRetry asks the task's RetryDecider, if any, whether err is worth
-// another attempt. Without one every error is.
+// another attempt. Without one every error is, except a Permanent one.
 func (x *Execution) ShouldRetry(err error) bool {
 	if d, ok := x.task.(RetryDecider); ok {
 		return d.ShouldRetry(err)
 	}
-	return true
+	return !IsPermanent(err)
 }
+
+// Payload returns the job's payload as stored.
+func (x *Execution) Payload() []byte { return x.payload }
 
 // Failed runs the task's FailedHook, if any. It reports whether there was one.
 func (x *Execution) Failed(ctx context.Context, err error) bool {

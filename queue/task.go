@@ -39,6 +39,15 @@ type RetryDecider interface {
 	ShouldRetry(err error) bool
 }
 
+// Resolver loads what a decoded task's payload only refers to, such as ORM
+// models sent as table and primary key, before Handle runs. A worker given a
+// Resolver calls it on every attempt, under the attempt's timeout; its error
+// is the attempt's error (wrap it with Permanent when retrying is pointless).
+// payload is the job's payload as stored.
+type Resolver interface {
+	Resolve(ctx context.Context, task any, payload []byte) error
+}
+
 // Kinder is implemented by tasks that choose the name stored in the job's kind
 // column. Without it the kind is the Go type's name ("SendEmail"). Implement
 // it to keep old jobs decodable after renaming a type, or when two packages

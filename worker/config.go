@@ -46,6 +46,10 @@ type Config struct {
 	MaxTasks int
 	// CompletionBatchSize caps the outcomes written in one statement. Default 1000.
 	CompletionBatchSize int
+	// Resolver, when set, runs before every attempt's Handle to load what the
+	// payload only refers to, such as ORM models (see package ormref): the
+	// guide's session for re-fetching models.
+	Resolver queue.Resolver
 	// ID names the worker in attempted_by and in logs. Default host-pid-random.
 	ID string
 	// Logger receives the worker's logs. Default slog.Default().

@@ -367,6 +367,12 @@ func (w *Worker) execute(jobCtx context.Context, j *queue.Job) (o queue.Outcome,
 				done <- handleResult{err: fmt.Errorf("%w: %v\n%s", queue.ErrPanic, r, debug.Stack())}
 			}
 		}()
+		if w.cfg.Resolver != nil {
+			if err := w.cfg.Resolver.Resolve(hctx, x.Task(), x.Payload()); err != nil {
+				done <- handleResult{err: err}
+				return
+			}
+		}
 		res, err := x.Handle(hctx)
 		done <- handleResult{res, err}
 	}()
