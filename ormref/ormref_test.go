@@ -112,7 +112,7 @@ func (*Forgiving) Config() queue.Config {
 	return queue.Config{Queue: "forgiving", RetryDelay: time.Hour}
 }
 func (t *Forgiving) Handle(ctx context.Context) (bool, error) { return true, nil }
-func (t *Forgiving) ShouldRetry(err error) bool                 { return true }
+func (t *Forgiving) ShouldRetry(err error) bool               { return true }
 
 type env struct {
 	t      *testing.T
