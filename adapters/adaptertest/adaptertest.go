@@ -1,0 +1,580 @@
+// Package adaptertest is the conformance suite every TasQ adapter passes,
+// against a real server. An adapter's test calls Run with a Harness that
+// makes fresh, empty adapters:
+//
+//	func TestConformance(t *testing.T) {
+//		adaptertest.Run(t, adaptertest.Harness{New: func(t *testing.T) queue.Adapter { ... }})
+//	}
+//
+// The suite speaks only queue.Adapter (and queue.Notifier where offered), so
+// what it checks holds for every backend: dispatch and delay; claim, lease
+// expiry and rescue; retry with delay and failure after exhaustion; the
+// completion guard against stale attempts; batch dispatch; priority order
+// where supported; the inspection the CLI needs; and a worker running tasks
+// end to end.
+package adaptertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tasqhq/tasq/queue"
+	"github.com/tasqhq/tasq/worker"
+)
+
+// Harness describes the adapter under test.
+type Harness struct {
+	// New returns a fresh adapter over empty storage; the harness cleans it
+	// up with t.Cleanup.
+	New func(t *testing.T) queue.Adapter
+	// NoPriority says the backend cannot order jobs by priority within a queue.
+	NoPriority bool
+	// Tx, when set, begins a transaction the adapter's InsertTx accepts and
+	// returns it with its commit and rollback. When nil, the suite checks that
+	// InsertTx refuses with queue.ErrTxUnsupported.
+	Tx func(t *testing.T, a queue.Adapter) (tx any, commit, rollback func() error)
+	// Lease is the lease used where the suite waits for one to expire.
+	// Default 1s (backends with second granularity need no less).
+	Lease time.Duration
+	// Unsupported lists inspection operations the backend cannot perform
+	// ("list", "stats", "retry", "cancel", "delete"); the suite then checks
+	// they fail with an error rather than succeed silently.
+	Unsupported []string
+}
+
+func (h Harness) lease() time.Duration {
+	if h.Lease > 0 {
+		return h.Lease
+	}
+	return time.Second
+}
+
+func (h Harness) supports(op string) bool {
+	for _, u := range h.Unsupported {
+		if u == op {
+			return false
+		}
+	}
+	return true
+}
+
+// Run runs the conformance suite.
+func Run(t *testing.T, h Harness) {
+	if h.New == nil {
+		t.Fatal("adaptertest: Harness.New is required")
+	}
+	tests := []struct {
+		name string
+		fn   func(*testing.T, Harness)
+	}{
+		{"DispatchAndClaim", testDispatchAndClaim},
+		{"Delay", testDelay},
+		{"ClaimLimitAndQueues", testClaimLimitAndQueues},
+		{"LeaseExpiryAndRescue", testLeaseExpiry},
+		{"ExtendLeases", testExtendLeases},
+		{"RetryWithDelay", testRetryWithDelay},
+		{"FailedAfterExhaustion", testFailedAfterExhaustion},
+		{"CompletionGuard", testCompletionGuard},
+		{"HandBack", testHandBack},
+		{"BatchDispatch", testBatchDispatch},
+		{"Priority", testPriority},
+		{"Transactions", testTransactions},
+		{"Inspection", testInspection},
+		{"WorkerEndToEnd", testWorker},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, h) })
+	}
+}
+
+func ctxFor(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newJob(q string) queue.NewJob {
+	return queue.NewJob{ID: uuid.Must(uuid.NewV7()), Kind: "conformance", Queue: q, Payload: []byte(`{"n":1}`),
+		MaxRetries: 2, RetryDelay: time.Second}
+}
+
+func insert(t *testing.T, ctx context.Context, a queue.Adapter, jobs ...queue.NewJob) {
+	t.Helper()
+	if err := a.Insert(ctx, jobs); err != nil {
+		t.Fatalf("Insert: %v", err)
+	}
+}
+
+func get(t *testing.T, ctx context.Context, a queue.Adapter, id uuid.UUID) *queue.JobInfo {
+	t.Helper()
+	j, err := a.GetJob(ctx, id)
+	if err != nil {
+		t.Fatalf("GetJob(%s): %v", id, err)
+	}
+	return j
+}
+
+// claimWithin claims from q until n jobs came back or the deadline passes,
+// running Maintain between tries (backends promote and rescue there).
+func claimWithin(t *testing.T, ctx context.Context, a queue.Adapter, q, worker string, n int, lease, within time.Duration) []*queue.Job {
+	t.Helper()
+	var got []*queue.Job
+	deadline := time.Now().Add(within)
+	for {
+		jobs, err := a.Claim(ctx, q, worker, n-len(got), lease)
+		if err != nil {
+			t.Fatalf("Claim: %v", err)
+		}
+		got = append(got, jobs...)
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("claimed %d of %d jobs from %s within %v", len(got), n, q, within)
+		}
+		if _, _, err := a.Maintain(ctx); err != nil {
+			t.Fatalf("Maintain: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func finish(t *testing.T, ctx context.Context, a queue.Adapter, worker string, o queue.Outcome) int {
+	t.Helper()
+	n, err := a.Finish(ctx, worker, []queue.Outcome{o})
+	if err != nil {
+		t.Fatalf("Finish(%+v): %v", o, err)
+	}
+	return n
+}
+
+func testDispatchAndClaim(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	j := newJob("q1")
+	j.Priority, j.Timeout = 3, 5*time.Second
+	insert(t, ctx, a, j)
+	info := get(t, ctx, a, j.ID)
+	if info.State != queue.StateAvailable || info.Kind != "conformance" || info.Queue != "q1" || info.MaxRetries != 2 ||
+		info.RetryDelay != time.Second || info.Timeout != 5*time.Second || info.Attempt != 0 || info.DispatchedAt.IsZero() {
+		t.Fatalf("stored job = %+v", info)
+	}
+	jobs := claimWithin(t, ctx, a, "q1", "w1", 1, time.Minute, 5*time.Second)
+	c := jobs[0]
+	if c.ID != j.ID || c.Attempt != 1 || !strings.Contains(strings.ReplaceAll(string(c.Payload), " ", ""), `"n":1`) || c.MaxRetries != 2 ||
+		c.RetryDelay != time.Second || c.Timeout != 5*time.Second || c.DispatchedAt.IsZero() {
+		t.Fatalf("claimed job = %+v", c)
+	}
+	if more, _ := a.Claim(ctx, "q1", "w2", 10, time.Minute); len(more) != 0 {
+		t.Fatalf("a running job was claimed twice")
+	}
+	if st := get(t, ctx, a, j.ID).State; st != queue.StateRunning {
+		t.Fatalf("claimed job is %s, want running", st)
+	}
+	if n := finish(t, ctx, a, "w1", queue.Outcome{ID: j.ID, Attempt: 1, State: queue.StateCompleted, Result: []byte(`{"ok":true}`)}); n != 1 {
+		t.Fatalf("Finish applied %d, want 1", n)
+	}
+	info = get(t, ctx, a, j.ID)
+	if info.State != queue.StateCompleted || info.FinishedAt == nil || !strings.Contains(string(info.Result), "ok") {
+		t.Fatalf("completed job = %+v", info)
+	}
+	if _, err := a.GetJob(ctx, uuid.New()); !errors.Is(err, queue.ErrJobNotFound) {
+		t.Errorf("GetJob(unknown) = %v, want ErrJobNotFound", err)
+	}
+}
+
+func testDelay(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	j := newJob("delayed")
+	j.Delay = 1500 * time.Millisecond
+	start := time.Now()
+	insert(t, ctx, a, j)
+	if st := get(t, ctx, a, j.ID).State; st != queue.StateScheduled {
+		t.Fatalf("delayed job is %s, want scheduled", st)
+	}
+	if jobs, _ := a.Claim(ctx, "delayed", "w", 10, time.Minute); len(jobs) != 0 {
+		t.Fatal("a delayed job was claimed before its time")
+	}
+	claimWithin(t, ctx, a, "delayed", "w", 1, time.Minute, 10*time.Second)
+	if el := time.Since(start); el < 1400*time.Millisecond {
+		t.Errorf("delayed job claimed after %v, before its 1.5s delay", el)
+	}
+}
+
+func testClaimLimitAndQueues(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	for range 5 {
+		insert(t, ctx, a, newJob("a"))
+	}
+	insert(t, ctx, a, newJob("b"))
+	jobs := claimWithin(t, ctx, a, "a", "w", 3, time.Minute, 5*time.Second)
+	if len(jobs) != 3 {
+		t.Fatalf("claimed %d with limit 3", len(jobs))
+	}
+	for _, j := range jobs {
+		if j.Queue != "a" {
+			t.Fatalf("claim on queue a returned a job of %s", j.Queue)
+		}
+	}
+	rest := claimWithin(t, ctx, a, "a", "w", 2, time.Minute, 5*time.Second)
+	if more, _ := a.Claim(ctx, "a", "w", 10, time.Minute); len(more) != 0 || len(rest) != 2 {
+		t.Fatalf("queue a gave %d + %d more jobs, want exactly 5 in all", len(rest), len(more))
+	}
+	if b := claimWithin(t, ctx, a, "b", "w", 1, time.Minute, 5*time.Second); b[0].Queue != "b" {
+		t.Fatal("queue b's job not claimable")
+	}
+}
+
+func testLeaseExpiry(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	j := newJob("lease")
+	insert(t, ctx, a, j)
+	first := claimWithin(t, ctx, a, "lease", "dead-worker", 1, h.lease(), 5*time.Second)[0]
+	// The worker dies: no heartbeat, no outcome. After the lease the job is rescued.
+	second := claimWithin(t, ctx, a, "lease", "live-worker", 1, time.Minute, h.lease()+15*time.Second)[0]
+	if second.ID != first.ID || second.Attempt != 2 {
+		t.Fatalf("rescued job = %+v, want the same job at attempt 2", second)
+	}
+	info := get(t, ctx, a, j.ID)
+	if len(info.Errors) == 0 || !strings.Contains(info.LastError(), "lease expired") {
+		t.Errorf("rescued job's errors %+v, want a lease-expiry note", info.Errors)
+	}
+}
+
+func testExtendLeases(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	j := newJob("extend")
+	insert(t, ctx, a, j)
+	claimWithin(t, ctx, a, "extend", "w", 1, h.lease(), 5*time.Second)
+	end := time.Now().Add(3 * h.lease())
+	for time.Now().Before(end) {
+		if err := a.ExtendLeases(ctx, "w", []uuid.UUID{j.ID}, h.lease()); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := a.Maintain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if jobs, _ := a.Claim(ctx, "extend", "other", 1, time.Minute); len(jobs) != 0 {
+			t.Fatal("a job whose lease was being renewed was claimed by another worker")
+		}
+		time.Sleep(h.lease() / 4)
+	}
+	if n := finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Attempt: 1, State: queue.StateCompleted}); n != 1 {
+		t.Fatal("the renewing worker could not finish its job")
+	}
+}
+
+func testRetryWithDelay(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	j := newJob("retry")
+	insert(t, ctx, a, j)
+	claimWithin(t, ctx, a, "retry", "w", 1, time.Minute, 5*time.Second)
+	start := time.Now()
+	finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Attempt: 1, State: queue.StateRetryable, Error: "boom 1", Delay: 1500 * time.Millisecond})
+	info := get(t, ctx, a, j.ID)
+	if info.State != queue.StateRetryable || info.LastError() != "boom 1" || info.Errors[0].Attempt != 1 {
+		t.Fatalf("after a failed attempt: %+v", info)
+	}
+	again := claimWithin(t, ctx, a, "retry", "w", 1, time.Minute, 15*time.Second)[0]
+	if again.Attempt != 2 {
+		t.Errorf("retry claimed at attempt %d, want 2", again.Attempt)
+	}
+	if el := time.Since(start); el < 1400*time.Millisecond {
+		t.Errorf("retried after %v, before its 1.5s delay", el)
+	}
+}
+
+func testFailedAfterExhaustion(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	j := newJob("fail")
+	insert(t, ctx, a, j)
+	for attempt := 1; attempt <= 3; attempt++ {
+		c := claimWithin(t, ctx, a, "fail", "w", 1, time.Minute, 15*time.Second)[0]
+		if c.Attempt != attempt {
+			t.Fatalf("attempt %d claimed as %d", attempt, c.Attempt)
+		}
+		st := queue.StateRetryable
+		if attempt == 3 {
+			st = queue.StateFailed
+		}
+		finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Attempt: attempt, State: st, Error: fmt.Sprintf("boom %d", attempt), Delay: time.Millisecond})
+	}
+	info := get(t, ctx, a, j.ID)
+	if info.State != queue.StateFailed || len(info.Errors) != 3 || info.LastError() != "boom 3" || info.FinishedAt == nil {
+		t.Fatalf("exhausted job = %+v", info)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, _, err := a.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if jobs, _ := a.Claim(ctx, "fail", "w", 1, time.Minute); len(jobs) != 0 {
+		t.Fatal("a failed job was claimed again")
+	}
+}
+
+func testCompletionGuard(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	j := newJob("guard")
+	insert(t, ctx, a, j)
+	claimWithin(t, ctx, a, "guard", "stale", 1, h.lease(), 5*time.Second)
+	newer := claimWithin(t, ctx, a, "guard", "fresh", 1, time.Minute, h.lease()+15*time.Second)[0]
+	if newer.Attempt != 2 {
+		t.Fatalf("reclaimed at attempt %d", newer.Attempt)
+	}
+	if n := finish(t, ctx, a, "stale", queue.Outcome{ID: j.ID, Attempt: 1, State: queue.StateFailed, Error: "stale"}); n != 0 {
+		t.Fatal("a stale attempt overwrote a newer one")
+	}
+	if n := finish(t, ctx, a, "stale", queue.Outcome{ID: j.ID, Attempt: 2, State: queue.StateCompleted}); n != 0 {
+		t.Fatal("another worker finished the fresh worker's attempt")
+	}
+	if n := finish(t, ctx, a, "fresh", queue.Outcome{ID: j.ID, Attempt: 2, State: queue.StateCompleted, Result: []byte(`"fresh"`)}); n != 1 {
+		t.Fatal("the fresh attempt could not finish")
+	}
+	if n := finish(t, ctx, a, "fresh", queue.Outcome{ID: j.ID, Attempt: 2, State: queue.StateFailed, Error: "twice"}); n != 0 {
+		t.Fatal("a finished job was finished twice")
+	}
+	if info := get(t, ctx, a, j.ID); info.State != queue.StateCompleted || !strings.Contains(string(info.Result), "fresh") {
+		t.Fatalf("guarded job = %+v", info)
+	}
+}
+
+func testHandBack(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	j := newJob("handback")
+	insert(t, ctx, a, j)
+	claimWithin(t, ctx, a, "handback", "w", 1, time.Minute, 5*time.Second)
+	finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Attempt: 1, State: queue.StateAvailable})
+	info := get(t, ctx, a, j.ID)
+	if info.State != queue.StateAvailable || info.Attempt != 0 {
+		t.Fatalf("handed-back job = state %s attempt %d, want available 0", info.State, info.Attempt)
+	}
+	if again := claimWithin(t, ctx, a, "handback", "w2", 1, time.Minute, 5*time.Second)[0]; again.Attempt != 1 {
+		t.Fatalf("handed-back job reclaimed at attempt %d, want 1 (the handed-back attempt does not count)", again.Attempt)
+	}
+}
+
+func testBatchDispatch(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	jobs := make([]queue.NewJob, 100)
+	for i := range jobs {
+		jobs[i] = newJob("batch")
+	}
+	insert(t, ctx, a, jobs...)
+	got := claimWithin(t, ctx, a, "batch", "w", 100, time.Minute, 10*time.Second)
+	seen := map[uuid.UUID]bool{}
+	for _, j := range got {
+		seen[j.ID] = true
+	}
+	if len(seen) != 100 {
+		t.Fatalf("claimed %d distinct of 100 batch jobs", len(seen))
+	}
+	bad := []queue.NewJob{newJob("batch"), newJob("")}
+	if err := a.Insert(ctx, bad); err == nil {
+		t.Fatal("a batch with an empty queue name was accepted")
+	}
+	if _, err := a.GetJob(ctx, bad[0].ID); !errors.Is(err, queue.ErrJobNotFound) {
+		t.Errorf("part of a rejected batch was stored: %v", err)
+	}
+}
+
+func testPriority(t *testing.T, h Harness) {
+	if h.NoPriority {
+		t.Skip("the backend does not order by priority")
+	}
+	ctx, a := ctxFor(t), h.New(t)
+	low, high := newJob("prio"), newJob("prio")
+	high.Priority = 10
+	insert(t, ctx, a, low)
+	insert(t, ctx, a, high)
+	first := claimWithin(t, ctx, a, "prio", "w", 1, time.Minute, 5*time.Second)[0]
+	if first.ID != high.ID {
+		t.Fatal("the higher-priority job was not claimed first")
+	}
+}
+
+func testTransactions(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	if h.Tx == nil {
+		err := a.InsertTx(ctx, struct{}{}, []queue.NewJob{newJob("tx")})
+		if !errors.Is(err, queue.ErrTxUnsupported) {
+			t.Fatalf("InsertTx on a backend without transactions: %v, want ErrTxUnsupported", err)
+		}
+		return
+	}
+	rolled, committed := newJob("tx"), newJob("tx")
+	tx, _, rollback := h.Tx(t, a)
+	if err := a.InsertTx(ctx, tx, []queue.NewJob{rolled}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rollback(); err != nil {
+		t.Fatal(err)
+	}
+	tx, commit, _ := h.Tx(t, a)
+	if err := a.InsertTx(ctx, tx, []queue.NewJob{committed}); err != nil {
+		t.Fatal(err)
+	}
+	if err := commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.GetJob(ctx, rolled.ID); !errors.Is(err, queue.ErrJobNotFound) {
+		t.Errorf("rolled-back job exists: %v", err)
+	}
+	get(t, ctx, a, committed.ID)
+	if err := a.InsertTx(ctx, "not a transaction", []queue.NewJob{newJob("tx")}); !errors.Is(err, queue.ErrTxUnsupported) {
+		t.Errorf("InsertTx(string) = %v, want ErrTxUnsupported", err)
+	}
+}
+
+func testInspection(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	done, later := newJob("inspect"), newJob("inspect")
+	later.Delay = time.Hour
+	later.Kind = "other"
+	insert(t, ctx, a, done, later)
+	c := claimWithin(t, ctx, a, "inspect", "w", 1, time.Minute, 5*time.Second)[0]
+	finish(t, ctx, a, "w", queue.Outcome{ID: c.ID, Attempt: 1, State: queue.StateFailed, Error: "dead letter"})
+
+	check := func(op string, err error) bool {
+		t.Helper()
+		if !h.supports(op) {
+			if err == nil {
+				t.Errorf("%s: the harness says it is unsupported, but it succeeded", op)
+			}
+			return false
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", op, err)
+		}
+		return true
+	}
+	list, err := a.ListJobs(ctx, queue.ListFilter{State: queue.StateFailed})
+	if check("list", err) && (len(list) != 1 || list[0].ID != done.ID || list[0].LastError() != "dead letter") {
+		t.Errorf("ListJobs(failed) = %+v", list)
+	}
+	list, err = a.ListJobs(ctx, queue.ListFilter{Kind: "other"})
+	if check("list", err) && (len(list) != 1 || list[0].ID != later.ID) {
+		t.Errorf("ListJobs(kind=other) = %+v", list)
+	}
+	stats, err := a.Stats(ctx)
+	if check("stats", err) {
+		counts := map[queue.JobState]int64{}
+		for _, s := range stats {
+			if s.Queue == "inspect" {
+				counts[s.State] += s.Count
+			}
+		}
+		if counts[queue.StateFailed] != 1 || counts[queue.StateScheduled] != 1 {
+			t.Errorf("Stats = %+v, want 1 failed and 1 scheduled on inspect", stats)
+		}
+	}
+	if check("retry", a.RetryJob(ctx, done.ID)) {
+		again := claimWithin(t, ctx, a, "inspect", "w", 1, time.Minute, 10*time.Second)[0]
+		if again.ID != done.ID || again.Attempt != 1 {
+			t.Errorf("retried dead letter claimed as %+v, want attempt 1 (fresh budget)", again)
+		}
+		finish(t, ctx, a, "w", queue.Outcome{ID: done.ID, Attempt: 1, State: queue.StateCompleted})
+		if err := a.RetryJob(ctx, done.ID); !errors.Is(err, queue.ErrJobState) {
+			t.Errorf("RetryJob(completed) = %v, want ErrJobState", err)
+		}
+	}
+	if check("cancel", a.CancelJob(ctx, later.ID)) {
+		if st := get(t, ctx, a, later.ID).State; st != queue.StateCancelled {
+			t.Errorf("cancelled job is %s", st)
+		}
+		if err := a.CancelJob(ctx, later.ID); !errors.Is(err, queue.ErrJobState) {
+			t.Errorf("CancelJob twice = %v, want ErrJobState", err)
+		}
+	}
+	if check("delete", a.DeleteJob(ctx, later.ID)) {
+		if _, err := a.GetJob(ctx, later.ID); !errors.Is(err, queue.ErrJobNotFound) {
+			t.Errorf("deleted job still found: %v", err)
+		}
+	}
+}
+
+// conformanceTask is what the end-to-end test runs.
+type conformanceTask struct {
+	N    int
+	Fail bool
+}
+
+var ran atomic.Int64
+
+func (t *conformanceTask) Handle(ctx context.Context) (int, error) {
+	ran.Add(1)
+	if t.Fail {
+		return 0, queue.Permanent(errors.New("asked to fail"))
+	}
+	return t.N * 2, nil
+}
+
+func (*conformanceTask) Kind() string { return "adaptertest.conformanceTask" }
+
+func testWorker(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	client, err := queue.NewClient(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []uuid.UUID
+	for i := range 20 {
+		id, err := client.Dispatch(ctx, &conformanceTask{N: i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	bad, err := client.Dispatch(ctx, &conformanceTask{Fail: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := queue.NewRegistry()
+	queue.MustRegister(reg, &conformanceTask{})
+	w, err := worker.New(a, reg, worker.Config{
+		Concurrency: 4, PollInterval: 100 * time.Millisecond, MaintenanceInterval: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, id := range append(ids, bad) {
+		for {
+			info := get(t, ctx, a, id)
+			if info.State == queue.StateCompleted || info.State == queue.StateFailed {
+				want := queue.StateCompleted
+				if id == bad {
+					want = queue.StateFailed
+				}
+				if info.State != want {
+					t.Errorf("job %s ended %s, want %s (errors %+v)", id, info.State, want, info.Errors)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("job %s still %s after 30s", id, info.State)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if j := get(t, ctx, a, ids[7]); !strings.Contains(string(j.Result), "14") {
+		t.Errorf("result of job 7 = %s, want 14", j.Result)
+	}
+}
