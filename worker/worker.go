@@ -36,8 +36,9 @@ type Worker struct {
 	slotFreed chan struct{}
 	wake      chan struct{}
 
+	ready   chan *queue.Job // claimed jobs waiting for an executor
 	mu      sync.Mutex
-	running map[uuid.UUID]*runningJob
+	running map[uuid.UUID]*queue.Job
 
 	jobs      sync.WaitGroup
 	outcomes  chan queue.Outcome
@@ -47,11 +48,6 @@ type Worker struct {
 
 	claimed, done atomic.Int64
 	stats         counters
-}
-
-type runningJob struct {
-	job     *queue.Job
-	started time.Time
 }
 
 type counters struct {
@@ -90,7 +86,8 @@ func New(src queue.Source, reg *queue.Registry, cfg Config) (*Worker, error) {
 		blocking:  make(chan struct{}, cfg.BlockingConcurrency),
 		slotFreed: make(chan struct{}, 1),
 		wake:      make(chan struct{}, 1),
-		running:   map[uuid.UUID]*runningJob{},
+		running:   map[uuid.UUID]*queue.Job{},
+		ready:     make(chan *queue.Job, cfg.Concurrency),
 		outcomes:  make(chan queue.Outcome, cfg.Concurrency*2),
 		completed: make(chan struct{}),
 	}, nil
@@ -128,7 +125,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer cancelJobs()
 
 	w.log.Info("worker starting", "queues", w.cfg.Queues, "concurrency", w.cfg.Concurrency)
-	go w.completer(bg)
+	var completers sync.WaitGroup
+	for range completerCount {
+		completers.Go(func() { w.completer(bg) })
+	}
+	go func() { completers.Wait(); close(w.completed) }()
 	var loops sync.WaitGroup
 	loops.Go(func() { w.heartbeat(bg) })
 	maintCtx, stopMaint := context.WithCancel(bg)
@@ -141,7 +142,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}
 
-	w.fetchLoop(ctx, bg, jobCtx)
+	for range w.cfg.Concurrency {
+		go w.executor(jobCtx)
+	}
+	w.fetchLoop(ctx, bg)
+	close(w.ready)
 	stopMaint()
 
 	// Graceful shutdown: let running jobs finish, then cancel them.
@@ -179,9 +184,9 @@ func (w *Worker) waitJobs(d time.Duration) bool {
 func (w *Worker) handBackAbandoned() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for id, r := range w.running {
-		w.log.Error("job ignored cancellation; handing it back while its Handle still runs", "job_id", id, "kind", r.job.Kind)
-		w.send(queue.Outcome{ID: id, Attempt: r.job.Attempt, State: queue.StateAvailable})
+	for id, j := range w.running {
+		w.log.Error("job ignored cancellation; handing it back while its Handle still runs", "job_id", id, "kind", j.Kind)
+		w.send(queue.Outcome{ID: id, Attempt: j.Attempt, State: queue.StateAvailable})
 		w.stats.handedBack.Add(1)
 		delete(w.running, id)
 	}
@@ -211,7 +216,7 @@ func (w *Worker) poke(ch chan struct{}) {
 	}
 }
 
-func (w *Worker) fetchLoop(ctx, bg, jobCtx context.Context) {
+func (w *Worker) fetchLoop(ctx, bg context.Context) {
 	poll := time.NewTicker(w.cfg.PollInterval)
 	defer poll.Stop()
 	backlog := true // look for work at once on start
@@ -270,7 +275,7 @@ func (w *Worker) fetchLoop(ctx, bg, jobCtx context.Context) {
 				break
 			}
 			for _, j := range jobs {
-				w.start(jobCtx, j)
+				w.start(j)
 			}
 			free -= len(jobs)
 			if free == 0 {
@@ -281,15 +286,20 @@ func (w *Worker) fetchLoop(ctx, bg, jobCtx context.Context) {
 	}
 }
 
-func (w *Worker) start(jobCtx context.Context, j *queue.Job) {
+func (w *Worker) start(j *queue.Job) {
 	w.slots <- struct{}{}
 	w.claimed.Add(1)
 	w.mu.Lock()
-	w.running[j.ID] = &runningJob{job: j, started: time.Now()}
+	w.running[j.ID] = j
 	w.mu.Unlock()
 	w.jobs.Add(1)
-	go func() {
-		defer w.jobs.Done()
+	w.ready <- j
+}
+
+// executor runs claimed jobs one after another. Run keeps Concurrency of
+// them alive, so a job costs no goroutine start and no stack growth.
+func (w *Worker) executor(jobCtx context.Context) {
+	for j := range w.ready {
 		o, ok := w.execute(jobCtx, j)
 		w.mu.Lock()
 		_, still := w.running[j.ID]
@@ -300,7 +310,8 @@ func (w *Worker) start(jobCtx context.Context, j *queue.Job) {
 		}
 		<-w.slots
 		w.poke(w.slotFreed)
-	}()
+		w.jobs.Done()
+	}
 }
 
 func (w *Worker) send(o queue.Outcome) {
@@ -322,11 +333,28 @@ type handleResult struct {
 	err    error
 }
 
+// attempt resolves the task's references and runs Handle, turning a panic
+// into an error wrapping queue.ErrPanic.
+func (w *Worker) attempt(ctx context.Context, x *queue.Execution) (r handleResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			r = handleResult{err: fmt.Errorf("%w: %v\n%s", queue.ErrPanic, p, debug.Stack())}
+		}
+	}()
+	if w.cfg.Resolver != nil {
+		if err := w.cfg.Resolver.Resolve(ctx, x.Task(), x.Payload()); err != nil {
+			return handleResult{err: err}
+		}
+	}
+	res, err := x.Handle(ctx)
+	return handleResult{res, err}
+}
+
 // execute runs one attempt and decides its outcome. ok is false when there
 // is nothing to write.
 func (w *Worker) execute(jobCtx context.Context, j *queue.Job) (o queue.Outcome, ok bool) {
 	o = queue.Outcome{ID: j.ID, Attempt: j.Attempt}
-	log := w.log.With("job_id", j.ID, "kind", j.Kind, "queue", j.Queue, "attempt", j.Attempt-1)
+	log := jobLogger{w.log, j}
 	meta := queue.Metadata{ID: j.ID, Attempt: j.Attempt - 1, DispatchedAt: j.DispatchedAt, Kind: j.Kind, Queue: j.Queue, MaxRetries: j.MaxRetries}
 	x, err := w.reg.Prepare(j.Kind, j.Payload, meta)
 	if err != nil {
@@ -355,35 +383,24 @@ func (w *Worker) execute(jobCtx context.Context, j *queue.Job) (o queue.Outcome,
 		}
 	}
 
-	hctx, cancel := jobCtx, context.CancelFunc(func() {})
-	if j.Timeout > 0 {
-		hctx, cancel = context.WithTimeout(jobCtx, j.Timeout)
-	}
-	defer cancel()
-	done := make(chan handleResult, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- handleResult{err: fmt.Errorf("%w: %v\n%s", queue.ErrPanic, r, debug.Stack())}
-			}
-		}()
-		if w.cfg.Resolver != nil {
-			if err := w.cfg.Resolver.Resolve(hctx, x.Task(), x.Payload()); err != nil {
-				done <- handleResult{err: err}
-				return
-			}
-		}
-		res, err := x.Handle(hctx)
-		done <- handleResult{res, err}
-	}()
+	hctx := jobCtx
 	var r handleResult
-	select {
-	case r = <-done:
-	case <-hctx.Done():
+	if j.Timeout <= 0 {
+		r = w.attempt(hctx, x) // no deadline to enforce: run it on this goroutine
+	} else {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithTimeout(jobCtx, j.Timeout)
+		defer cancel()
+		done := make(chan handleResult, 1)
+		go func() { done <- w.attempt(hctx, x) }()
 		select {
-		case r = <-done: // it returned at the same moment
-		default:
-			r.err = hctx.Err() // Handle ignores its context; leave it behind
+		case r = <-done:
+		case <-hctx.Done():
+			select {
+			case r = <-done: // it returned at the same moment
+			default:
+				r.err = hctx.Err() // Handle ignores its context; leave it behind
+			}
 		}
 	}
 
@@ -420,7 +437,26 @@ func (w *Worker) execute(jobCtx context.Context, j *queue.Job) (o queue.Outcome,
 	return o, true
 }
 
-func (w *Worker) shouldRetry(x *queue.Execution, err error, log *slog.Logger) (retry bool) {
+// jobLogger logs with a job's attributes, built only when something is logged
+// (the hot path logs nothing).
+type jobLogger struct {
+	l *slog.Logger
+	j *queue.Job
+}
+
+func (jl jobLogger) log(level slog.Level, msg string, args ...any) {
+	if !jl.l.Enabled(context.Background(), level) {
+		return
+	}
+	args = append(args, "job_id", jl.j.ID, "kind", jl.j.Kind, "queue", jl.j.Queue, "attempt", jl.j.Attempt-1)
+	jl.l.Log(context.Background(), level, msg, args...)
+}
+
+func (jl jobLogger) Error(msg string, args ...any) { jl.log(slog.LevelError, msg, args...) }
+func (jl jobLogger) Warn(msg string, args ...any)  { jl.log(slog.LevelWarn, msg, args...) }
+func (jl jobLogger) Info(msg string, args ...any)  { jl.log(slog.LevelInfo, msg, args...) }
+
+func (w *Worker) shouldRetry(x *queue.Execution, err error, log jobLogger) (retry bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error("ShouldRetry panicked; retrying", "panic", r)
@@ -430,7 +466,7 @@ func (w *Worker) shouldRetry(x *queue.Execution, err error, log *slog.Logger) (r
 	return x.ShouldRetry(err)
 }
 
-func (w *Worker) runFailed(jobCtx context.Context, x *queue.Execution, err error, log *slog.Logger) {
+func (w *Worker) runFailed(jobCtx context.Context, x *queue.Execution, err error, log jobLogger) {
 	ctx, cancel := context.WithTimeout(jobCtx, w.cfg.FailedHookTimeout)
 	defer cancel()
 	defer func() {
@@ -441,10 +477,13 @@ func (w *Worker) runFailed(jobCtx context.Context, x *queue.Execution, err error
 	x.Failed(ctx, err)
 }
 
+// completerCount is how many batches of outcomes may be in flight at once:
+// while one commit waits for the disk, the next batch is being written.
+const completerCount = 2
+
 // completer writes outcomes in batches: whatever has queued up while the
 // previous batch was being written goes in the next statement.
 func (w *Worker) completer(bg context.Context) {
-	defer close(w.completed)
 	batch := make([]queue.Outcome, 0, w.cfg.CompletionBatchSize)
 	for o := range w.outcomes {
 		batch = append(batch[:0], o)

@@ -63,21 +63,25 @@ func (a *Adapter) Claim(ctx context.Context, queueName, workerID string, limit i
 // finishSQL applies a batch of outcomes in one statement. The WHERE clause is
 // the completion guard: only the attempt that worker $7 claimed, and only
 // while the job is still running, can be finished. Handing a job back
-// (available/scheduled) un-counts the attempt.
+// (available/scheduled) un-counts the attempt. It returns one row: how many
+// outcomes applied, and the queues that got jobs back (to wake their workers).
 const finishSQL = `
-UPDATE tasq_jobs AS j SET
-    state = u.state::tasq_job_state,
-    result = CASE WHEN u.state = 'completed' THEN NULLIF(u.result, '')::jsonb ELSE j.result END,
-    attempt = CASE WHEN u.state IN ('available', 'scheduled') THEN j.attempt - 1 ELSE j.attempt END,
-    run_at = CASE WHEN u.state IN ('retryable', 'scheduled') THEN now() + u.delay_ms * interval '1 millisecond' ELSE j.run_at END,
-    finished_at = CASE WHEN u.state IN ('completed', 'failed', 'cancelled') THEN now() END,
-    lease_expires_at = NULL,
-    errors = CASE WHEN u.error = '' THEN j.errors
-             ELSE j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', now(), 'error', u.error)) END
-FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-     AS u(id, attempt, state, result, error, delay_ms)
-WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running' AND j.attempted_by = $7
-RETURNING j.queue, j.state`
+WITH done AS (
+    UPDATE tasq_jobs AS j SET
+        state = u.state::tasq_job_state,
+        result = CASE WHEN u.state = 'completed' THEN NULLIF(u.result, '')::jsonb ELSE j.result END,
+        attempt = CASE WHEN u.state IN ('available', 'scheduled') THEN j.attempt - 1 ELSE j.attempt END,
+        run_at = CASE WHEN u.state IN ('retryable', 'scheduled') THEN now() + u.delay_ms * interval '1 millisecond' ELSE j.run_at END,
+        finished_at = CASE WHEN u.state IN ('completed', 'failed', 'cancelled') THEN now() END,
+        lease_expires_at = NULL,
+        errors = CASE WHEN u.error = '' THEN j.errors
+                 ELSE j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', now(), 'error', u.error)) END
+    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+         AS u(id, attempt, state, result, error, delay_ms)
+    WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'running' AND j.attempted_by = $7
+    RETURNING j.queue, j.state
+)
+SELECT count(*), coalesce(array_agg(DISTINCT queue) FILTER (WHERE state = 'available'), '{}') FROM done`
 
 // Finish implements queue.Source.
 func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.Outcome) (int, error) {
@@ -101,30 +105,20 @@ func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.
 		ids[i], attempts[i], states[i] = o.ID, int32(o.Attempt), string(o.State)
 		results[i], errs[i], delays[i] = string(o.Result), o.Error, o.Delay.Milliseconds()
 	}
-	rows, err := a.pool.Query(ctx, finishSQL, ids, attempts, states, results, errs, delays, workerID)
+	var applied int64
+	var wake []string
+	err := a.pool.QueryRow(ctx, finishSQL, ids, attempts, states, results, errs, delays, workerID).Scan(&applied, &wake)
 	if err != nil {
 		return 0, wrapErr("finish jobs", err)
 	}
-	applied := 0
-	wake := map[string]bool{}
-	for rows.Next() {
-		var q, st string
-		if err := rows.Scan(&q, &st); err != nil {
-			rows.Close()
-			return applied, wrapErr("finish jobs", err)
-		}
-		applied++
-		if st == string(queue.StateAvailable) {
-			wake[q] = true
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return applied, wrapErr("finish jobs", err)
-	}
 	if len(wake) > 0 {
-		a.notify(ctx, wake)
+		queues := make(map[string]bool, len(wake))
+		for _, q := range wake {
+			queues[q] = true
+		}
+		a.notify(ctx, queues)
 	}
-	return applied, nil
+	return int(applied), nil
 }
 
 func (a *Adapter) notify(ctx context.Context, queues map[string]bool) {
