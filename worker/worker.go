@@ -448,7 +448,7 @@ func (jl jobLogger) log(level slog.Level, msg string, args ...any) {
 	if !jl.l.Enabled(context.Background(), level) {
 		return
 	}
-	args = append(args, "job_id", jl.j.ID, "kind", jl.j.Kind, "queue", jl.j.Queue, "attempt", jl.j.Attempt-1)
+	args = append(args, "job_id", jl.j.ID, "kind", jl.j.Kind, "queue", jl.j.Queue, "attempt", jl.j.Attempt)
 	jl.l.Log(context.Background(), level, msg, args...)
 }
 

@@ -1,0 +1,199 @@
+// Package cli is the tasq command line: migrations, workers, job inspection,
+// statistics and the demo, as a cobra command tree.
+//
+// The stock binary (cmd/tasq) mounts NewRoot. A worker can only run task
+// types compiled into it, so an application builds its own binary that
+// registers its tasks and mounts NewWorkerCommand (or NewRoot) in its own
+// cobra root:
+//
+//	reg := queue.NewRegistry()
+//	queue.MustRegister(reg, &SendEmail{})
+//	root := &cobra.Command{Use: "myapp"}
+//	root.AddCommand(cli.NewWorkerCommand(cli.Options{Registry: reg}))
+//	if err := root.Execute(); err != nil {
+//		os.Exit(1)
+//	}
+//
+// Every command that talks to the database takes --database-url, or reads
+// TASQ_DATABASE_URL when the flag is not given.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+
+	"github.com/tasqhq/tasq/adapters/postgres"
+	"github.com/tasqhq/tasq/queue"
+)
+
+// EnvDatabaseURL names the environment variable read when --database-url is
+// not given.
+const EnvDatabaseURL = "TASQ_DATABASE_URL"
+
+// ErrNoDatabaseURL is returned by commands that need a database when neither
+// --database-url nor TASQ_DATABASE_URL gives one.
+var ErrNoDatabaseURL = errors.New("no database URL: set " + EnvDatabaseURL +
+	" or pass --database-url, e.g. postgres://user:pass@127.0.0.1:5432/app?sslmode=disable")
+
+// openTimeout bounds connecting to the database and checking its schema.
+const openTimeout = 30 * time.Second
+
+// Options configures the command tree.
+type Options struct {
+	// Registry holds the application's task types. The worker command needs
+	// it: a worker runs only the kinds registered here.
+	Registry *queue.Registry
+	// Logger receives the logs of the worker and the other commands.
+	// Default: a text handler on the command's standard error.
+	Logger *slog.Logger
+}
+
+// app is the state shared by one command tree: the options and the value
+// of the --database-url flag.
+type app struct {
+	opts  Options
+	dbURL string
+}
+
+// NewRoot returns the full tasq command tree: migrate, worker, jobs, stats
+// and demo, with the global --database-url flag.
+func NewRoot(opts Options) *cobra.Command {
+	a := &app{opts: opts}
+	root := &cobra.Command{
+		Use:   "tasq",
+		Short: "TasQ: a PostgreSQL-native transactional job queue",
+		Long: `tasq manages a TasQ job queue on PostgreSQL: it applies the schema, runs
+workers, inspects and changes jobs, and shows statistics.
+
+Try it end to end with a throwaway PostgreSQL:
+
+    tasq demo
+
+The database comes from --database-url or the ` + EnvDatabaseURL + ` environment variable.
+Job state is plain SQL too: SELECT state, count(*) FROM tasq_jobs GROUP BY 1.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmd.Help()
+		},
+	}
+	a.addDatabaseFlag(root)
+	root.AddCommand(
+		a.migrateCommand(),
+		a.workerCommand(),
+		a.jobsCommand(),
+		a.statsCommand(),
+		a.demoCommand(),
+	)
+	return root
+}
+
+// NewWorkerCommand returns just the worker command, with its own
+// --database-url flag, to mount in an application's cobra root.
+func NewWorkerCommand(opts Options) *cobra.Command {
+	a := &app{opts: opts}
+	cmd := a.workerCommand()
+	a.addDatabaseFlag(cmd)
+	return cmd
+}
+
+func (a *app) addDatabaseFlag(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringVar(&a.dbURL, "database-url", "",
+		"PostgreSQL URL, e.g. postgres://user:pass@host:5432/db (default $"+EnvDatabaseURL+")")
+}
+
+// databaseURL returns --database-url, else TASQ_DATABASE_URL.
+func (a *app) databaseURL() (string, error) {
+	if a.dbURL != "" {
+		return a.dbURL, nil
+	}
+	if u := os.Getenv(EnvDatabaseURL); u != "" {
+		return u, nil
+	}
+	return "", ErrNoDatabaseURL
+}
+
+// openAdapter connects to the database and checks that it is migrated.
+func (a *app) openAdapter(ctx context.Context) (*postgres.Adapter, error) {
+	url, err := a.databaseURL()
+	if err != nil {
+		return nil, err
+	}
+	return openAdapterURL(ctx, url)
+}
+
+// openAdapterURL connects to the database at url and checks that it is migrated.
+func openAdapterURL(ctx context.Context, url string) (*postgres.Adapter, error) {
+	octx, cancel := context.WithTimeout(ctx, openTimeout)
+	defer cancel()
+	ad, err := postgres.New(octx, url)
+	if err != nil {
+		return nil, fmt.Errorf("open the job database: %w", err)
+	}
+	return ad, nil
+}
+
+// logger returns Options.Logger, or a text logger on the command's stderr.
+func (a *app) logger(cmd *cobra.Command) *slog.Logger {
+	if a.opts.Logger != nil {
+		return a.opts.Logger
+	}
+	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+}
+
+// silenceUsage marks the start of a command's own work: errors from here on
+// are not usage mistakes, so cobra should not print the usage with them.
+func silenceUsage(cmd *cobra.Command) {
+	cmd.SilenceUsage = true
+}
+
+// parseJobID parses a job ID given on the command line.
+func parseJobID(s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("%q is not a job ID: %w; job IDs are UUIDs such as 0190f0c4-8b3e-7c1a-9d2e-3f4a5b6c7d8e (list them with `tasq jobs list`)", s, err)
+	}
+	return id, nil
+}
+
+// JobNotFoundError is returned by the jobs commands for an ID no job has.
+// It wraps queue.ErrJobNotFound.
+type JobNotFoundError struct {
+	ID uuid.UUID
+}
+
+// Error says which job was not found and how to list the others.
+func (e *JobNotFoundError) Error() string {
+	return fmt.Sprintf("job %s not found; it may have been deleted (list jobs with `tasq jobs list`)", e.ID)
+}
+
+// Unwrap returns queue.ErrJobNotFound.
+func (e *JobNotFoundError) Unwrap() error { return queue.ErrJobNotFound }
+
+// jobError turns the adapter's not-found error into a JobNotFoundError.
+func jobError(id uuid.UUID, err error) error {
+	if errors.Is(err, queue.ErrJobNotFound) {
+		return &JobNotFoundError{ID: id}
+	}
+	return err
+}
+
+// isTerminal reports whether w is a terminal, for live progress lines.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	return os.Getenv("TERM") != "dumb"
+}

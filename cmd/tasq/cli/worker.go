@@ -1,0 +1,189 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tasqhq/tasq/queue"
+	"github.com/tasqhq/tasq/worker"
+)
+
+// mountSnippet shows how an application builds a worker binary of its own.
+const mountSnippet = `    reg := queue.NewRegistry()
+    queue.MustRegister(reg, &SendEmail{}) // ...and every other task type
+    root := &cobra.Command{Use: "myapp"}
+    root.AddCommand(cli.NewWorkerCommand(cli.Options{Registry: reg}))
+    if err := root.Execute(); err != nil { os.Exit(1) }`
+
+// errNoTaskTypes explains why a worker without a registry cannot run.
+var errNoTaskTypes = errors.New("this binary has no task types registered (cli.Options.Registry is nil or empty), " +
+	"and a worker runs only the task types compiled into its binary. The stock tasq binary cannot run your " +
+	"application's jobs: build your own main that registers your tasks and mounts the worker command " +
+	"(import \"github.com/tasqhq/tasq/cmd/tasq/cli\"):\n\n" + mountSnippet)
+
+// workerFlags are the worker command's flag values.
+type workerFlags struct {
+	queues              []string
+	concurrency         int
+	blockingConcurrency int
+	maxTasks            int
+	shutdownGrace       time.Duration
+	pollInterval        time.Duration
+	lease               time.Duration
+}
+
+func (a *app) workerCommand() *cobra.Command {
+	var f workerFlags
+	long := `worker claims and runs jobs until it receives SIGINT or SIGTERM. Then it stops
+claiming, lets running jobs finish for up to --shutdown-grace, and hands back
+the ones still running; a second signal exits at once.
+
+A worker runs only the task types compiled into its binary. An application
+builds its own binary that registers its tasks and mounts this command:
+
+` + mountSnippet
+	if kinds := a.kinds(); len(kinds) > 0 {
+		long += "\n\nThis binary runs these task kinds: " + strings.Join(kinds, ", ") + ".\n" +
+			"A job of any other kind that it claims fails with \"unknown task kind\", so\n" +
+			"serve only queues whose jobs this binary knows."
+	}
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run a worker that claims and runs jobs",
+		Long:  long,
+		Example: `  tasq worker --queues payments,emails --concurrency 50
+  tasq worker --queues reports --max-tasks 100   # a batch run`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			silenceUsage(cmd)
+			return a.runWorker(cmd, &f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringSliceVar(&f.queues, "queues", nil,
+		"queues to serve, comma-separated, highest priority first (default: every queue the registered task types use)")
+	fl.IntVar(&f.concurrency, "concurrency", 20, "jobs run at once")
+	fl.IntVar(&f.blockingConcurrency, "blocking-concurrency", 0,
+		"Blocking (SyncTask-style) jobs run at once, within --concurrency (0: GOMAXPROCS)")
+	fl.IntVar(&f.maxTasks, "max-tasks", 0, "exit after running this many jobs (0: run until stopped)")
+	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second,
+		"how long running jobs may finish after a stop signal before they are cancelled and handed back")
+	fl.DurationVar(&f.pollInterval, "poll-interval", time.Second,
+		"how often to look for jobs without a LISTEN/NOTIFY wake-up")
+	fl.DurationVar(&f.lease, "lease", 30*time.Second,
+		"how long a claimed job stays leased without a heartbeat; a crashed worker's jobs run again after this")
+	return cmd
+}
+
+// kinds returns the registered task kinds, or nil.
+func (a *app) kinds() []string {
+	if a.opts.Registry == nil {
+		return nil
+	}
+	return a.opts.Registry.Kinds()
+}
+
+// registryQueues returns the queues the registered task types are configured
+// for, sorted.
+func registryQueues(reg *queue.Registry) []string {
+	var qs []string
+	for _, k := range reg.Kinds() {
+		if c, ok := reg.Config(k); ok && !slices.Contains(qs, c.Queue) {
+			qs = append(qs, c.Queue)
+		}
+	}
+	slices.Sort(qs)
+	return qs
+}
+
+// config checks the flags and turns them into a worker.Config.
+func (f *workerFlags) config(cmd *cobra.Command, reg *queue.Registry) (worker.Config, error) {
+	var cfg worker.Config
+	if cmd.Flags().Changed("queues") {
+		if len(f.queues) == 0 {
+			return cfg, errors.New("--queues is empty; list the queues to serve, e.g. --queues high,default,low")
+		}
+		for i, q := range f.queues {
+			q = strings.TrimSpace(q)
+			if q == "" {
+				return cfg, fmt.Errorf("--queues %q: queue name %d is empty; separate names with single commas, e.g. --queues high,default,low",
+					strings.Join(f.queues, ","), i+1)
+			}
+			if err := queue.ValidateQueueName(q); err != nil {
+				return cfg, fmt.Errorf("--queues: %w", err)
+			}
+			if slices.Contains(cfg.Queues, q) {
+				return cfg, fmt.Errorf("--queues: %q is listed twice; list each queue once", q)
+			}
+			cfg.Queues = append(cfg.Queues, q)
+		}
+	} else {
+		cfg.Queues = registryQueues(reg)
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"--concurrency", f.concurrency}, {"--blocking-concurrency", f.blockingConcurrency}, {"--max-tasks", f.maxTasks}} {
+		if n.v < 0 {
+			return cfg, fmt.Errorf("%s is %d; it must not be negative", n.flag, n.v)
+		}
+	}
+	if f.concurrency == 0 {
+		return cfg, errors.New("--concurrency is 0; a worker needs at least one slot (default 20)")
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--shutdown-grace", f.shutdownGrace}, {"--poll-interval", f.pollInterval}, {"--lease", f.lease}} {
+		if d.v <= 0 {
+			return cfg, fmt.Errorf("%s is %v; give a positive duration such as 10s", d.flag, d.v)
+		}
+	}
+	if f.lease < 100*time.Millisecond {
+		return cfg, fmt.Errorf("--lease %v is too short; use at least 100ms (default 30s)", f.lease)
+	}
+	cfg.Concurrency = f.concurrency
+	cfg.BlockingConcurrency = f.blockingConcurrency
+	cfg.MaxTasks = f.maxTasks
+	cfg.ShutdownGrace = f.shutdownGrace
+	cfg.PollInterval = f.pollInterval
+	cfg.LeaseDuration = f.lease
+	return cfg, nil
+}
+
+func (a *app) runWorker(cmd *cobra.Command, f *workerFlags) error {
+	reg := a.opts.Registry
+	if reg == nil || len(reg.Kinds()) == 0 {
+		return errNoTaskTypes
+	}
+	cfg, err := f.config(cmd, reg)
+	if err != nil {
+		return err
+	}
+	log := a.logger(cmd)
+	cfg.Logger = log
+	ad, err := a.openAdapter(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer ad.Close()
+	w, err := worker.New(ad, reg, cfg)
+	if err != nil {
+		return fmt.Errorf("start the worker: %w", err)
+	}
+	ctx, stop := withSignals(cmd.Context(), func() {
+		log.Info("stop signal received; finishing running jobs (send it again to exit at once)",
+			"shutdown_grace", cfg.ShutdownGrace)
+	})
+	defer stop()
+	log.Info("serving", "queues", strings.Join(cfg.Queues, ","), "kinds", strings.Join(reg.Kinds(), ","))
+	if err := w.Run(ctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	return nil
+}

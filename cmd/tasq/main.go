@@ -1,0 +1,28 @@
+// Command tasq is TasQ's command line: migrate, worker, jobs, stats and demo.
+//
+// This stock binary knows only the demo's task types (package
+// cmd/tasq/demo), so `tasq worker` runs the jobs `tasq demo` dispatches and
+// nothing else. An application builds its own binary that registers its
+// task types and mounts the commands of package cmd/tasq/cli.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	_ "github.com/tasqhq/tasq/adapters/postgres" // the "postgres" driver
+	"github.com/tasqhq/tasq/cmd/tasq/cli"
+	"github.com/tasqhq/tasq/cmd/tasq/demo"
+	"github.com/tasqhq/tasq/queue"
+)
+
+func main() {
+	reg := queue.NewRegistry()
+	if err := demo.Register(reg); err != nil {
+		fmt.Fprintf(os.Stderr, "tasq: register the demo tasks: %v\n", err)
+		os.Exit(2)
+	}
+	if err := cli.NewRoot(cli.Options{Registry: reg}).Execute(); err != nil {
+		os.Exit(1) // cobra has printed the error
+	}
+}
