@@ -91,6 +91,7 @@ Job state is plain SQL too: SELECT state, count(*) FROM tasq_jobs GROUP BY 1.`,
 		a.jobsCommand(),
 		a.statsCommand(),
 		a.demoCommand(),
+		a.benchCommand(),
 	)
 	return root
 }

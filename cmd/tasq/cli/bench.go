@@ -1,0 +1,457 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tasqhq/tasq/adapters/postgres"
+	"github.com/tasqhq/tasq/internal/localpg"
+	"github.com/tasqhq/tasq/migrations"
+	"github.com/tasqhq/tasq/queue"
+	"github.com/tasqhq/tasq/worker"
+)
+
+// benchQueue is the queue the benchmark's jobs use.
+const benchQueue = "tasq_bench"
+
+// benchNoop is the burn-down and continuous workloads' job: it does nothing,
+// so the numbers measure the queue itself.
+type benchNoop struct{ N int }
+
+func (benchNoop) Kind() string { return "tasq_bench_noop" }
+
+func (benchNoop) Config() queue.Config { return queue.Config{Queue: benchQueue} }
+
+func (benchNoop) Handle(context.Context) (struct{}, error) { return struct{}{}, nil }
+
+// benchLatency is the latency workload's job: it records how long it waited
+// between the start of its dispatch and the start of its Handle.
+type benchLatency struct{ SentAt int64 }
+
+func (benchLatency) Kind() string { return "tasq_bench_latency" }
+
+func (benchLatency) Config() queue.Config { return queue.Config{Queue: benchQueue} }
+
+func (t benchLatency) Handle(ctx context.Context) (struct{}, error) {
+	if rec, ok := ctx.Value(latencyKey{}).(*latencyRecorder); ok {
+		rec.add(time.Since(time.Unix(0, t.SentAt)), t.SentAt)
+	}
+	return struct{}{}, nil
+}
+
+type latencyKey struct{}
+
+type latencyRecorder struct {
+	mu      sync.Mutex
+	after   int64 // only samples sent after this (unix ns) count: the warm-up is left out
+	samples []time.Duration
+	seen    atomic.Int64
+}
+
+func (r *latencyRecorder) add(d time.Duration, sentAt int64) {
+	r.seen.Add(1)
+	if sentAt < r.after {
+		return
+	}
+	r.mu.Lock()
+	r.samples = append(r.samples, d)
+	r.mu.Unlock()
+}
+
+// benchResult is one workload's outcome; the JSON form is the RESULT line
+// that `make bench-compare` reads.
+type benchResult struct {
+	System        string  `json:"system"`
+	Mode          string  `json:"mode"`
+	Jobs          int64   `json:"jobs"`
+	Seconds       float64 `json:"seconds"`
+	JobsPerSec    float64 `json:"jobs_per_sec,omitempty"`
+	InsertPerSec  float64 `json:"insert_jobs_per_sec,omitempty"`
+	P50ms         float64 `json:"p50_ms,omitempty"`
+	P95ms         float64 `json:"p95_ms,omitempty"`
+	P99ms         float64 `json:"p99_ms,omitempty"`
+	Concurrency   int     `json:"concurrency,omitempty"`
+	RatePerSecond int     `json:"rate,omitempty"`
+}
+
+type benchFlags struct {
+	mode        string
+	n           int
+	duration    time.Duration
+	latencyFor  time.Duration
+	rate        int
+	concurrency int
+	batch       int
+	json        bool
+}
+
+func (a *app) benchCommand() *cobra.Command {
+	var f benchFlags
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure throughput and pick-up latency on this machine",
+		Long: `bench measures TasQ on a real PostgreSQL with no-op jobs:
+
+  burn-down   insert -n jobs in batches (the batch-dispatch rate), then work them all
+  continuous  keep a backlog for --duration while working; jobs/s completed
+  latency     dispatch one job at a time at --rate jobs/s for --latency-duration;
+              dispatch-to-start latency p50/p95/p99 (LISTEN/NOTIFY at work)
+
+It prints progress every 2 s and a result line per workload (--json adds a
+machine-readable RESULT line). Without --database-url or TASQ_DATABASE_URL it
+starts a throwaway PostgreSQL with the default configuration. On a database of
+yours it uses the queue tasq_bench and deletes only its own jobs; run it on a
+database of its own for clean numbers.`,
+		Example: `  tasq bench                                  # all three workloads
+  tasq bench --mode burn-down -n 200000
+  tasq bench --mode continuous --duration 20s --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			silenceUsage(cmd)
+			return a.runBench(cmd, &f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.mode, "mode", "all", "workload: burn-down, continuous, latency or all")
+	fl.IntVarP(&f.n, "jobs", "n", 100000, "burn-down: jobs to insert and work")
+	fl.DurationVar(&f.duration, "duration", 20*time.Second, "continuous: how long to run")
+	fl.DurationVar(&f.latencyFor, "latency-duration", 10*time.Second, "latency: how long to dispatch")
+	fl.IntVar(&f.rate, "rate", 500, "latency: jobs dispatched per second")
+	fl.IntVar(&f.concurrency, "concurrency", 2000, "worker concurrency (River's benchmark uses MaxWorkers 2000)")
+	fl.IntVar(&f.batch, "batch", 1000, "jobs per DispatchMany call when inserting")
+	fl.BoolVar(&f.json, "json", false, "also print a RESULT {json} line per workload")
+	return cmd
+}
+
+func (f *benchFlags) validate() error {
+	switch f.mode {
+	case "all", "burn-down", "continuous", "latency":
+	default:
+		return fmt.Errorf("--mode %q: use burn-down, continuous, latency or all", f.mode)
+	}
+	switch {
+	case f.n <= 0:
+		return fmt.Errorf("-n %d: the job count must be positive", f.n)
+	case f.duration <= 0 || f.latencyFor <= 0:
+		return errors.New("--duration and --latency-duration must be positive")
+	case f.rate <= 0 || f.rate > 100000:
+		return fmt.Errorf("--rate %d: use 1 to 100000 jobs per second", f.rate)
+	case f.concurrency <= 0:
+		return fmt.Errorf("--concurrency %d: must be positive", f.concurrency)
+	case f.batch <= 0 || f.batch > 100000:
+		return fmt.Errorf("--batch %d: use 1 to 100000", f.batch)
+	}
+	return nil
+}
+
+func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
+	if err := f.validate(); err != nil {
+		return err
+	}
+	ctx, stop := withSignals(cmd.Context(), nil)
+	defer stop()
+	out, errw := cmd.OutOrStdout(), cmd.ErrOrStderr()
+
+	url, err := a.databaseURL()
+	if errors.Is(err, ErrNoDatabaseURL) {
+		fmt.Fprintln(errw, "starting a throwaway PostgreSQL (default configuration) for the benchmark")
+		srv, serr := localpg.Start(ctx, localpg.Options{Install: true})
+		if serr != nil {
+			return fmt.Errorf("no database URL was given and a throwaway PostgreSQL could not be started: %w", serr)
+		}
+		defer func() { err = errors.Join(err, srv.Stop()) }()
+		if url, err = srv.CreateDatabase(ctx, "tasq_bench", ""); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	if err := migrations.Up(ctx, url); err != nil {
+		return err
+	}
+	ad, err := openAdapterURL(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer ad.Close()
+	client, err := queue.NewClient(ad)
+	if err != nil {
+		return err
+	}
+	b := &bench{f: f, ad: ad, client: client, out: out, errw: errw}
+	modes := []string{f.mode}
+	if f.mode == "all" {
+		modes = []string{"burn-down", "continuous", "latency"}
+	}
+	for _, m := range modes {
+		if err := b.reset(ctx); err != nil {
+			return err
+		}
+		var res benchResult
+		switch m {
+		case "burn-down":
+			res, err = b.burnDown(ctx)
+		case "continuous":
+			res, err = b.continuous(ctx)
+		case "latency":
+			res, err = b.latency(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("bench %s: %w", m, err)
+		}
+		b.print(res)
+	}
+	return b.reset(ctx)
+}
+
+type bench struct {
+	f         *benchFlags
+	ad        *postgres.Adapter
+	client    *queue.Client
+	out, errw io.Writer
+}
+
+// reset removes the benchmark's jobs; when the table holds nothing else it
+// truncates it, so every workload starts on an empty table.
+func (b *bench) reset(ctx context.Context) error {
+	pool := b.ad.Pool()
+	var others int64
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM tasq_jobs WHERE queue <> $1`, benchQueue).Scan(&others); err != nil {
+		return fmt.Errorf("count jobs: %w", err)
+	}
+	q := `TRUNCATE tasq_jobs`
+	if others > 0 {
+		q = `DELETE FROM tasq_jobs WHERE queue = '` + benchQueue + `'`
+	}
+	if _, err := pool.Exec(ctx, q); err != nil {
+		return fmt.Errorf("clear benchmark jobs: %w", err)
+	}
+	_, err := pool.Exec(ctx, `VACUUM ANALYZE tasq_jobs`)
+	return err
+}
+
+func (b *bench) newWorker(maxTasks int) (*worker.Worker, error) {
+	reg := queue.NewRegistry()
+	if err := errors.Join(queue.Register(reg, benchNoop{}), queue.Register(reg, benchLatency{})); err != nil {
+		return nil, err
+	}
+	return worker.New(b.ad, reg, worker.Config{
+		Queues: []string{benchQueue}, Concurrency: b.f.concurrency, MaxTasks: maxTasks,
+		Logger: slog.New(slog.NewTextHandler(b.errw, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+}
+
+// insert dispatches n no-op jobs in batches and returns the rate.
+func (b *bench) insert(ctx context.Context, n int) (float64, error) {
+	start := time.Now()
+	for done := 0; done < n; {
+		size := min(b.f.batch, n-done)
+		tasks := make([]any, size)
+		for i := range tasks {
+			tasks[i] = benchNoop{N: done + i}
+		}
+		if _, err := b.client.DispatchMany(ctx, tasks); err != nil {
+			return 0, err
+		}
+		done += size
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// progress prints the completed count every 2 s until stop is closed.
+func (b *bench) progress(mode string, w *worker.Worker, total int64, stop <-chan struct{}) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	start, last := time.Now(), int64(0)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		done := w.Stats().Completed
+		of := ""
+		if total > 0 {
+			of = fmt.Sprintf("/%d", total)
+		}
+		fmt.Fprintf(b.errw, "[tasq] %s: %d%s done, %.0f jobs/s (last 2s), %.0fs elapsed\n",
+			mode, done, of, float64(done-last)/2, time.Since(start).Seconds())
+		last = done
+	}
+}
+
+func (b *bench) burnDown(ctx context.Context) (benchResult, error) {
+	n := b.f.n
+	fmt.Fprintf(b.errw, "[tasq] burn-down: inserting %d jobs in batches of %d\n", n, b.f.batch)
+	insertRate, err := b.insert(ctx, n)
+	if err != nil {
+		return benchResult{}, err
+	}
+	fmt.Fprintf(b.errw, "[tasq] burn-down: inserted at %.0f jobs/s; working them with concurrency %d\n", insertRate, b.f.concurrency)
+	w, err := b.newWorker(n)
+	if err != nil {
+		return benchResult{}, err
+	}
+	stop := make(chan struct{})
+	go b.progress("burn-down", w, int64(n), stop)
+	start := time.Now()
+	err = w.Run(ctx)
+	el := time.Since(start)
+	close(stop)
+	if err != nil {
+		return benchResult{}, err
+	}
+	var completed int64
+	if err := b.ad.Pool().QueryRow(ctx, `SELECT count(*) FROM tasq_jobs WHERE queue = $1 AND state = 'completed'`, benchQueue).Scan(&completed); err != nil {
+		return benchResult{}, err
+	}
+	if completed != int64(n) {
+		return benchResult{}, fmt.Errorf("%d of %d jobs completed (interrupted?)", completed, n)
+	}
+	return benchResult{System: "tasq", Mode: "burn-down", Jobs: completed, Seconds: el.Seconds(),
+		JobsPerSec: float64(completed) / el.Seconds(), InsertPerSec: insertRate, Concurrency: b.f.concurrency}, nil
+}
+
+// continuous keeps a backlog of about 20,000 jobs for the duration while a
+// worker drains it, and reports the completion rate over the window.
+func (b *bench) continuous(ctx context.Context) (benchResult, error) {
+	const backlog = 20000
+	w, err := b.newWorker(0)
+	if err != nil {
+		return benchResult{}, err
+	}
+	if _, err := b.insert(ctx, backlog); err != nil {
+		return benchResult{}, err
+	}
+	inserted := int64(backlog)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- w.Run(wctx) }()
+	stop := make(chan struct{})
+	go b.progress("continuous", w, 0, stop)
+	start := time.Now()
+	deadline := start.Add(b.f.duration)
+	var insertTime time.Duration
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if inserted-w.Stats().Completed >= backlog {
+			time.Sleep(2 * time.Millisecond)
+			continue
+		}
+		t0 := time.Now()
+		if _, err := b.insert(ctx, b.f.batch); err != nil {
+			close(stop)
+			return benchResult{}, err
+		}
+		insertTime += time.Since(t0)
+		inserted += int64(b.f.batch)
+	}
+	done := w.Stats().Completed
+	el := time.Since(start)
+	close(stop)
+	cancel()
+	if err := <-runErr; err != nil {
+		return benchResult{}, err
+	}
+	if ctx.Err() != nil {
+		return benchResult{}, ctx.Err()
+	}
+	res := benchResult{System: "tasq", Mode: "continuous", Jobs: done, Seconds: el.Seconds(),
+		JobsPerSec: float64(done) / el.Seconds(), Concurrency: b.f.concurrency}
+	if insertTime > 0 {
+		res.InsertPerSec = float64(inserted-backlog) / insertTime.Seconds()
+	}
+	return res, nil
+}
+
+// latency dispatches single jobs at a fixed rate and measures how long each
+// waits from the start of its dispatch to the start of its Handle.
+func (b *bench) latency(ctx context.Context) (benchResult, error) {
+	w, err := b.newWorker(0)
+	if err != nil {
+		return benchResult{}, err
+	}
+	rec := &latencyRecorder{}
+	wctx, cancel := context.WithCancel(context.WithValue(ctx, latencyKey{}, rec))
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- w.Run(wctx) }()
+	start := time.Now()
+	rec.after = start.Add(time.Second).UnixNano() // one second of warm-up
+	fmt.Fprintf(b.errw, "[tasq] latency: dispatching %d jobs/s for %v (first second is warm-up)\n", b.f.rate, b.f.latencyFor)
+	tick := time.NewTicker(time.Second / time.Duration(b.f.rate))
+	defer tick.Stop()
+	// Each dispatch is its own transaction (a commit waits for the disk), so
+	// dispatches overlap, up to 64 at a time, to keep the rate.
+	var sent int64
+	var dispatchErr atomic.Pointer[error]
+	inflight := make(chan struct{}, 64)
+	var dispatches sync.WaitGroup
+	deadline := start.Add(b.f.latencyFor)
+	for time.Now().Before(deadline) && ctx.Err() == nil && dispatchErr.Load() == nil {
+		<-tick.C
+		inflight <- struct{}{}
+		sent++
+		dispatches.Go(func() {
+			defer func() { <-inflight }()
+			if _, err := b.client.Dispatch(ctx, benchLatency{SentAt: time.Now().UnixNano()}); err != nil {
+				dispatchErr.CompareAndSwap(nil, &err)
+			}
+		})
+	}
+	dispatches.Wait()
+	if p := dispatchErr.Load(); p != nil {
+		return benchResult{}, *p
+	}
+	// Let the last jobs start.
+	for wait := time.Now().Add(10 * time.Second); rec.seen.Load() < sent && time.Now().Before(wait); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-runErr; err != nil {
+		return benchResult{}, err
+	}
+	if ctx.Err() != nil {
+		return benchResult{}, ctx.Err()
+	}
+	rec.mu.Lock()
+	samples := slices.Clone(rec.samples)
+	rec.mu.Unlock()
+	if len(samples) == 0 {
+		return benchResult{}, errors.New("no job started after the warm-up")
+	}
+	slices.Sort(samples)
+	pct := func(p float64) float64 {
+		return float64(samples[min(len(samples)-1, int(p*float64(len(samples))))]) / float64(time.Millisecond)
+	}
+	el := time.Since(start)
+	return benchResult{System: "tasq", Mode: "latency", Jobs: int64(len(samples)), Seconds: el.Seconds(),
+		P50ms: pct(0.50), P95ms: pct(0.95), P99ms: pct(0.99), RatePerSecond: b.f.rate, Concurrency: b.f.concurrency}, nil
+}
+
+func (b *bench) print(r benchResult) {
+	switch r.Mode {
+	case "burn-down":
+		fmt.Fprintf(b.out, "tasq burn-down:  %d jobs in %.2fs = %.0f jobs/s worked; inserted at %.0f jobs/s (DispatchMany, batches of %d)\n",
+			r.Jobs, r.Seconds, r.JobsPerSec, r.InsertPerSec, b.f.batch)
+	case "continuous":
+		fmt.Fprintf(b.out, "tasq continuous: %d jobs in %.2fs = %.0f jobs/s worked while inserting\n", r.Jobs, r.Seconds, r.JobsPerSec)
+	case "latency":
+		fmt.Fprintf(b.out, "tasq latency:    %d jobs at %d/s: dispatch-to-start p50 %.2f ms, p95 %.2f ms, p99 %.2f ms\n",
+			r.Jobs, r.RatePerSecond, r.P50ms, r.P95ms, r.P99ms)
+	}
+	if b.f.json {
+		j, _ := json.Marshal(r)
+		fmt.Fprintf(b.out, "RESULT %s\n", j)
+	}
+}
