@@ -8,7 +8,7 @@ GO   ?= go
 PKGS ?= ./...
 
 .DEFAULT_GOAL := help
-.PHONY: help test fmt-check vet lint bench demo build
+.PHONY: help test fmt-check vet lint bench bench-compare demo build
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,3 +34,6 @@ bench: ## run the benchmark
 
 build: ## build bin/tasq
 	$(GO) build -o bin/tasq ./cmd/tasq
+
+bench-compare: ## TasQ vs River on the same fresh PostgreSQL, with ratios
+	$(GO) run ./bench/compare

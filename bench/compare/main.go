@@ -1,0 +1,195 @@
+// Command compare runs `tasq bench` and the River peer benchmark
+// (bench/peers/river, a module of its own) back to back against the same
+// fresh PostgreSQL, and prints the ratios. `make bench-compare` runs it.
+//
+// Without TASQ_DATABASE_URL it starts a throwaway PostgreSQL with the default
+// configuration (synchronous commits) from the local binaries.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tasqhq/tasq/internal/localpg"
+)
+
+// result is a RESULT line of either benchmark.
+type result struct {
+	System       string  `json:"system"`
+	Mode         string  `json:"mode"`
+	Jobs         int64   `json:"jobs"`
+	JobsPerSec   float64 `json:"jobs_per_sec"`
+	InsertPerSec float64 `json:"insert_jobs_per_sec"`
+	P50          float64 `json:"p50_ms"`
+	P95          float64 `json:"p95_ms"`
+	P99          float64 `json:"p99_ms"`
+}
+
+func main() {
+	n := flag.Int("n", 200000, "burn-down job count")
+	dur := flag.Duration("duration", 20*time.Second, "continuous run length")
+	latFor := flag.Duration("latency-duration", 10*time.Second, "latency run length")
+	rate := flag.Int("rate", 500, "latency: jobs per second")
+	runs := flag.Int("runs", 1, "runs per system and mode; the best is kept")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *n, *dur, *latFor, *rate, *runs); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-compare:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, n int, dur, latFor time.Duration, rate, runs int) (err error) {
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	url := os.Getenv("TASQ_DATABASE_URL")
+	if url == "" {
+		fmt.Fprintln(os.Stderr, "starting a throwaway PostgreSQL (default configuration)")
+		srv, err := localpg.Start(ctx, localpg.Options{Install: true})
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, srv.Stop()) }()
+		if url, err = srv.CreateDatabase(ctx, "bench_compare", ""); err != nil {
+			return err
+		}
+	}
+	// Build both first, so compilation is not measured and does not compete.
+	tasqBin := filepath.Join(os.TempDir(), fmt.Sprintf("tasq-bench-%d", os.Getpid()))
+	riverBin := tasqBin + "-river"
+	defer os.Remove(tasqBin)
+	defer os.Remove(riverBin)
+	if err := command(ctx, root, "go", "build", "-o", tasqBin, "./cmd/tasq").Run(); err != nil {
+		return fmt.Errorf("build tasq: %w", err)
+	}
+	if err := command(ctx, filepath.Join(root, "bench/peers/river"), "go", "build", "-o", riverBin, ".").Run(); err != nil {
+		return fmt.Errorf("build the River peer: %w", err)
+	}
+	if err := command(ctx, root, tasqBin, "migrate", "up", "--database-url", url).Run(); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	type mode struct {
+		name       string
+		tasq, peer []string
+	}
+	modes := []mode{
+		{"burn-down", []string{"-n", fmt.Sprint(n)}, []string{"-n", fmt.Sprint(n)}},
+		{"continuous", []string{"--duration", dur.String()}, []string{"--duration", dur.String()}},
+		{"latency", []string{"--latency-duration", latFor.String(), "--rate", fmt.Sprint(rate)}, []string{"--duration", latFor.String(), "--rate", fmt.Sprint(rate)}},
+	}
+	best := map[string]map[string]result{"tasq": {}, "river": {}}
+	for _, m := range modes {
+		for range runs {
+			for _, sys := range []string{"tasq", "river"} {
+				var args []string
+				var bin string
+				if sys == "tasq" {
+					bin, args = tasqBin, append([]string{"bench", "--mode", m.name, "--json", "--database-url", url}, m.tasq...)
+				} else {
+					bin, args = riverBin, append([]string{"--mode", m.name, "--json", "--database-url", url}, m.peer...)
+				}
+				fmt.Fprintf(os.Stderr, "\n== %s %s\n", sys, m.name)
+				r, err := runOne(ctx, root, bin, args)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", sys, m.name, err)
+				}
+				if old, ok := best[sys][m.name]; !ok || better(r, old) {
+					best[sys][m.name] = r
+				}
+			}
+		}
+	}
+	printTable(best, rate)
+	return nil
+}
+
+func better(a, b result) bool {
+	if a.Mode == "latency" {
+		return a.P50 < b.P50
+	}
+	return a.JobsPerSec > b.JobsPerSec
+}
+
+func runOne(ctx context.Context, dir, bin string, args []string) (result, error) {
+	var out bytes.Buffer
+	cmd := command(ctx, dir, bin, args...)
+	cmd.Stdout = &out
+	if err := cmd.Run(); err != nil {
+		return result{}, err
+	}
+	var r result
+	sc := bufio.NewScanner(&out)
+	for sc.Scan() {
+		line := sc.Text()
+		fmt.Println(line)
+		if js, ok := strings.CutPrefix(line, "RESULT "); ok {
+			if err := json.Unmarshal([]byte(js), &r); err != nil {
+				return r, fmt.Errorf("parse %q: %w", js, err)
+			}
+		}
+	}
+	if r.Mode == "" {
+		return r, errors.New("no RESULT line")
+	}
+	return r, nil
+}
+
+func printTable(best map[string]map[string]result, rate int) {
+	t, r := best["tasq"], best["river"]
+	ratio := func(a, b float64) string {
+		if b == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f×", a/b)
+	}
+	fmt.Println()
+	fmt.Println("| measurement | TasQ | River | TasQ / River |")
+	fmt.Println("|---|---|---|---|")
+	fmt.Printf("| burn-down, jobs/s | %.0f | %.0f | %s |\n", t["burn-down"].JobsPerSec, r["burn-down"].JobsPerSec, ratio(t["burn-down"].JobsPerSec, r["burn-down"].JobsPerSec))
+	fmt.Printf("| continuous, jobs/s | %.0f | %.0f | %s |\n", t["continuous"].JobsPerSec, r["continuous"].JobsPerSec, ratio(t["continuous"].JobsPerSec, r["continuous"].JobsPerSec))
+	fmt.Printf("| batch insert, jobs/s | %.0f | %.0f | %s |\n", t["burn-down"].InsertPerSec, r["burn-down"].InsertPerSec, ratio(t["burn-down"].InsertPerSec, r["burn-down"].InsertPerSec))
+	lt, lr := t["latency"], r["latency"]
+	fmt.Printf("| pick-up latency at %d/s, p50 / p95 / p99 ms | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %s (p50, River / TasQ) |\n",
+		rate, lt.P50, lt.P95, lt.P99, lr.P50, lr.P95, lr.P99, ratio(lr.P50, lt.P50))
+}
+
+func command(ctx context.Context, dir, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Stdout = os.Stderr
+	cmd.Stderr = os.Stderr
+	return cmd
+}
+
+// repoRoot finds the directory holding go.mod and bench/peers/river.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "bench", "peers", "river", "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the TasQ repository (bench/peers/river not found)")
+		}
+		dir = parent
+	}
+}
