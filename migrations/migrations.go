@@ -54,14 +54,7 @@ func Steps(ctx context.Context, dsn string, n int) error {
 // Version reports the applied schema version and whether a failed migration left
 // the schema dirty. It returns ErrNoVersion when nothing has been applied.
 func Version(ctx context.Context, dsn string) (version uint, dirty bool, err error) {
-	err = run(ctx, dsn, "version", func(m *migrate.Migrate) error {
-		var verr error
-		version, dirty, verr = m.Version()
-		if errors.Is(verr, migrate.ErrNilVersion) {
-			return ErrNoVersion
-		}
-		return verr
-	})
+	err = run(ctx, dsn, "version", readVersion(&version, &dirty))
 	return version, dirty, err
 }
 
@@ -90,7 +83,12 @@ func run(ctx context.Context, dsn, what string, fn func(*migrate.Migrate) error)
 		return fmt.Errorf("tasq: migrate %s: %w", what, err)
 	}
 	defer m.Close()
-	// golang-migrate has no context parameter; stop it when ctx is done.
+	return execute(ctx, m, what, fn)
+}
+
+// execute runs fn on m, stopping it when ctx is done (golang-migrate takes no
+// context), and counts "no change" as success.
+func execute(ctx context.Context, m *migrate.Migrate, what string, fn func(*migrate.Migrate) error) error {
 	stop := context.AfterFunc(ctx, func() {
 		select {
 		case m.GracefulStop <- true:
@@ -105,4 +103,17 @@ func run(ctx context.Context, dsn, what string, fn func(*migrate.Migrate) error)
 		return fmt.Errorf("tasq: migrate %s: %w", what, err)
 	}
 	return nil
+}
+
+// readVersion returns an fn for execute that stores m's version in version
+// and dirty, reporting ErrNoVersion when nothing has been applied.
+func readVersion(version *uint, dirty *bool) func(*migrate.Migrate) error {
+	return func(m *migrate.Migrate) error {
+		var err error
+		*version, *dirty, err = m.Version()
+		if errors.Is(err, migrate.ErrNilVersion) {
+			return ErrNoVersion
+		}
+		return err
+	}
 }
