@@ -33,8 +33,10 @@
 //
 // Finished jobs (completed, failed, cancelled) are kept, as in PostgreSQL,
 // until deleted (Inspector.DeleteJob, `tasq jobs delete`): each costs its hash
-// (payload, result and errors included) and two sorted-set entries. Size
-// Redis's memory for that, or delete old jobs yourself.
+// (payload, result and errors included) and two sorted-set entries, about
+// 0.8 KB for a job with a tiny payload and result on Redis 7.0, more for
+// bigger ones. Size Redis's memory for that, or delete old jobs yourself;
+// there is no automatic expiry.
 //
 // The adapter needs one Redis server (or a primary with replicas, e.g. behind
 // Sentinel), version 5 or newer; it is tested with 7.0. Redis Cluster is not
@@ -112,17 +114,17 @@ var _ queue.Notifier = (*Adapter)(nil)
 // recent enough, and returns an adapter that owns its client. The URL may
 // carry the key prefix as ?key_prefix=...; the rest is parsed by
 // go-redis's ParseURL.
-func New(ctx context.Context, url string) (*Adapter, error) {
-	if url == "" {
+func New(ctx context.Context, rawURL string) (*Adapter, error) {
+	if rawURL == "" {
 		return nil, fmt.Errorf("tasq/redis: empty Redis URL; set %s (or pass one), e.g. redis://127.0.0.1:6379/0", EnvRedisURL)
 	}
-	rest, prefix, err := splitPrefix(url)
+	rest, prefix, err := splitPrefix(rawURL)
 	if err != nil {
 		return nil, err
 	}
 	opt, err := goredis.ParseURL(rest)
 	if err != nil {
-		return nil, fmt.Errorf("tasq/redis: cannot parse Redis URL %s: %w; use redis://[user:password@]host:port/db[?key_prefix=...]", redact(url), urlErr(err))
+		return nil, fmt.Errorf("tasq/redis: cannot parse Redis URL %s: %w; use redis://[user:password@]host:port/db[?key_prefix=...]", redact(rawURL), urlErr(err))
 	}
 	client := goredis.NewClient(opt)
 	a, err := NewFromClient(ctx, client, Options{Prefix: prefix})
@@ -135,18 +137,20 @@ func New(ctx context.Context, url string) (*Adapter, error) {
 }
 
 // NewFromClient returns an adapter on an existing client (a *redis.Client,
-// or a failover client from redis.NewFailoverClient), after checking that
-// the server answers and is recent enough. Close does not close a client
-// given here.
+// or a failover client from redis.NewFailoverClient; cluster and ring
+// clients are refused), after checking that the server answers and is
+// recent enough. Close does not close a client given here.
 func NewFromClient(ctx context.Context, client goredis.UniversalClient, opts Options) (*Adapter, error) {
 	if client == nil {
 		return nil, errors.New("tasq/redis: NewFromClient got a nil client")
 	}
-	if c, ok := client.(*goredis.ClusterClient); ok && c != nil {
-		return nil, errors.New("tasq/redis: Redis Cluster is not supported (the adapter's scripts touch keys they compute); use a single server, or a primary with replicas behind Sentinel")
-	}
-	if c, ok := client.(*goredis.Client); ok && c == nil {
-		return nil, errors.New("tasq/redis: NewFromClient got a nil *redis.Client")
+	switch c := client.(type) {
+	case *goredis.ClusterClient, *goredis.Ring:
+		return nil, fmt.Errorf("tasq/redis: %T is not supported: the adapter's scripts touch keys they compute, so all keys must live on one server; use a *redis.Client on a single server, or a failover client (Sentinel)", c)
+	case *goredis.Client:
+		if c == nil {
+			return nil, errors.New("tasq/redis: NewFromClient got a nil *redis.Client")
+		}
 	}
 	prefix := opts.Prefix
 	if prefix == "" {
@@ -193,8 +197,7 @@ func (a *Adapter) wrap(op string, err error) error {
 // keys builds the adapter's key names; see the package documentation.
 type keys struct{ prefix string }
 
-func (k keys) job(id string) string          { return k.prefix + "job:" + id }
-func (k keys) avail(q string) string         { return k.prefix + "avail:" + q }
+func (k keys) job(id string) string { return k.prefix + "job:" + id }
 func (k keys) idx(st queue.JobState, q string) string {
 	return k.prefix + "idx:" + string(st) + ":" + q
 }

@@ -1,0 +1,63 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/tasqhq/tasq/queue"
+)
+
+func checkJobs(jobs []queue.NewJob) error {
+	if len(jobs) == 0 {
+		return fmt.Errorf("%w: no jobs to insert", queue.ErrInvalidConfig)
+	}
+	for i := range jobs {
+		if err := queue.ValidateQueueName(jobs[i].Queue); err != nil {
+			return err
+		}
+		if jobs[i].Kind == "" {
+			return fmt.Errorf("%w: job %d has an empty kind", queue.ErrInvalidConfig, i)
+		}
+	}
+	return nil
+}
+
+// Insert stores jobs atomically, all or none: the batch is checked here,
+// then one script checks that no ID exists yet before it writes anything.
+// Jobs without a delay become available at once and wake subscribed workers;
+// the others are scheduled Delay after the insert, by the server's clock.
+func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
+	if err := checkJobs(jobs); err != nil {
+		return err
+	}
+	args := make([]any, 0, 2+len(jobs)*insertFields)
+	args = append(args, a.keys.prefix, len(jobs))
+	for i := range jobs {
+		j := &jobs[i]
+		delay := j.Delay.Microseconds()
+		if j.Delay > 0 && delay == 0 {
+			delay = 1 // a sub-microsecond delay still means "scheduled"
+		}
+		if delay < 0 {
+			delay = 0
+		}
+		args = append(args, j.ID.String(), j.Kind, j.Queue, int64(j.Priority), string(j.Payload),
+			j.MaxRetries, j.RetryDelay.Milliseconds(), j.Timeout.Milliseconds(), delay)
+	}
+	res, err := insertScript.Run(ctx, a.client, nil, args...).Slice()
+	if err != nil {
+		return a.wrap("insert jobs", err)
+	}
+	if len(res) == 2 && res[0] == "dup" {
+		return fmt.Errorf("tasq/redis: insert jobs: job %v already exists (a reused ID, or a retried insert whose first try got through); nothing of this batch was stored",
+			res[1])
+	}
+	return nil
+}
+
+// InsertTx always fails with an error wrapping queue.ErrTxUnsupported:
+// Redis cannot join your SQL transaction.
+func (a *Adapter) InsertTx(ctx context.Context, tx any, jobs []queue.NewJob) error {
+	return fmt.Errorf("tasq/redis: %w: %T: Redis cannot join your SQL transaction; dispatch after commit, or use the postgres driver",
+		queue.ErrTxUnsupported, tx)
+}
