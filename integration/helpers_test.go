@@ -15,7 +15,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasqhq/tasq/adapters/postgres"
+	"github.com/tasqhq/tasq/internal/testmain"
+	"github.com/tasqhq/tasq/internal/testmysql"
 	"github.com/tasqhq/tasq/internal/testpg"
+	"github.com/tasqhq/tasq/internal/testredis"
+	"github.com/tasqhq/tasq/internal/testsqs"
 	"github.com/tasqhq/tasq/queue"
 	"github.com/tasqhq/tasq/worker"
 )
@@ -24,7 +28,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(childMain())
 	}
-	os.Exit(testpg.Main(m))
+	os.Exit(testmain.Chain(m, testpg.Main, testredis.Main, testmysql.Main, testsqs.Main))
 }
 
 // env is one test's world: a fresh migrated database, an adapter and a client.

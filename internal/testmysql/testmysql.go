@@ -49,6 +49,7 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 
+	"github.com/tasqhq/tasq/internal/testmain"
 	"github.com/tasqhq/tasq/migrations"
 )
 
@@ -77,7 +78,7 @@ type harness struct {
 // m.Run, tears down what it set up and returns the exit code for os.Exit:
 //
 //	func TestMain(m *testing.M) { os.Exit(testmysql.Main(m)) }
-func Main(m *testing.M) int {
+func Main(m testmain.Runner) int {
 	if !flag.Parsed() {
 		flag.Parse()
 	}

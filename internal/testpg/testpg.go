@@ -54,6 +54,7 @@ import (
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 
 	"github.com/tasqhq/tasq/internal/localpg"
+	"github.com/tasqhq/tasq/internal/testmain"
 	"github.com/tasqhq/tasq/migrations"
 )
 
@@ -93,7 +94,7 @@ type harness struct {
 // os.Exit. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { os.Exit(testpg.Main(m)) }
-func Main(m *testing.M) int {
+func Main(m testmain.Runner) int {
 	if !flag.Parsed() {
 		flag.Parse()
 	}

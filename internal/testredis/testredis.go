@@ -48,6 +48,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tasqhq/tasq/internal/testmain"
 )
 
 // EnvRedisURL names the environment variable that points the tests at an
@@ -79,7 +81,7 @@ type harness struct {
 // Main sets up a Redis server (see the package documentation), runs the
 // tests with m.Run, stops what it started and returns the exit code for
 // os.Exit.
-func Main(m *testing.M) int {
+func Main(m testmain.Runner) int {
 	if !flag.Parsed() {
 		flag.Parse()
 	}

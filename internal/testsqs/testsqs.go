@@ -47,6 +47,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/tasqhq/tasq/internal/testmain"
 )
 
 // EnvEndpoint names the environment variable that points the tests at a
@@ -84,7 +86,7 @@ func (s *server) close() error {
 // Main sets up the SQS server (see the package documentation), runs the
 // tests with m.Run, stops what it started and returns the exit code for
 // os.Exit.
-func Main(m *testing.M) int {
+func Main(m testmain.Runner) int {
 	if !flag.Parsed() {
 		flag.Parse()
 	}
