@@ -111,7 +111,7 @@ It prints progress every 2 s and a result line per workload (--json adds a
 machine-readable RESULT line). Without --database-url or TASQ_DATABASE_URL it
 starts a throwaway PostgreSQL with the default configuration. On a database of
 yours it uses the queue tasq_bench and deletes only its own jobs; run it on a
-database of its own for clean numbers.`,
+database of its own for clean numbers. bench runs on PostgreSQL only.`,
 		Example: `  tasq bench                                  # all three workloads
   tasq bench --mode burn-down -n 200000
   tasq bench --mode continuous --duration 20s --json`,
@@ -162,7 +162,7 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 	defer stop()
 	out, errw := cmd.OutOrStdout(), cmd.ErrOrStderr()
 
-	url, err := a.databaseURL()
+	url, err := a.requirePostgres("bench", "it measures the native adapter's COPY inserts and LISTEN/NOTIFY pick-up")
 	if errors.Is(err, ErrNoDatabaseURL) {
 		fmt.Fprintln(errw, "starting a throwaway PostgreSQL (default configuration) for the benchmark")
 		srv, serr := localpg.Start(ctx, localpg.Options{Install: true})
@@ -179,7 +179,7 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 	if err := migrations.Up(ctx, url); err != nil {
 		return err
 	}
-	ad, err := openAdapterURL(ctx, url)
+	ad, err := openPostgresURL(ctx, url)
 	if err != nil {
 		return err
 	}

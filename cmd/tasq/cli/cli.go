@@ -14,8 +14,20 @@
 //		os.Exit(1)
 //	}
 //
-// Every command that talks to the database takes --database-url, or reads
-// TASQ_DATABASE_URL when the flag is not given.
+// Every command that talks to a backend takes --database-url, or reads
+// TASQ_DATABASE_URL when the flag is not given. The URL's scheme selects the
+// backend (see DriverForURL): postgres://, mysql://, redis://, or sqs:// and
+// http(s):// for SQS; --driver (or TASQ_DRIVER) overrides that choice. The
+// backend is opened with queue.OpenAdapter, so its adapter package must be
+// linked into the binary: the stock tasq binary imports all four, and an
+// application's own binary imports the ones it uses:
+//
+//	import _ "github.com/tasqhq/tasq/adapters/redis" // registers "redis"
+//
+// migrate, worker, jobs and stats work on every backend, as far as the
+// backend allows: Redis and SQS need no migrations, and SQS cannot look up,
+// list or change single jobs (those commands then fail with an
+// UnsupportedError). demo and bench run on PostgreSQL only.
 package cli
 
 import (
@@ -41,7 +53,8 @@ const EnvDatabaseURL = "TASQ_DATABASE_URL"
 // ErrNoDatabaseURL is returned by commands that need a database when neither
 // --database-url nor TASQ_DATABASE_URL gives one.
 var ErrNoDatabaseURL = errors.New("no database URL: set " + EnvDatabaseURL +
-	" or pass --database-url, e.g. postgres://user:pass@127.0.0.1:5432/app?sslmode=disable")
+	" or pass --database-url, e.g. postgres://user:pass@127.0.0.1:5432/app?sslmode=disable, " +
+	"mysql://root@tcp(127.0.0.1:3306)/app, redis://127.0.0.1:6379/0 or sqs://us-east-1")
 
 // openTimeout bounds connecting to the database and checking its schema.
 const openTimeout = 30 * time.Second
@@ -56,29 +69,38 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// app is the state shared by one command tree: the options and the value
-// of the --database-url flag.
+// app is the state shared by one command tree: the options and the values
+// of the --database-url and --driver flags.
 type app struct {
-	opts  Options
-	dbURL string
+	opts   Options
+	dbURL  string
+	driver string
 }
 
-// NewRoot returns the full tasq command tree: migrate, worker, jobs, stats
-// and demo, with the global --database-url flag.
+// NewRoot returns the full tasq command tree: migrate, worker, jobs, stats,
+// demo and bench, with the global --database-url and --driver flags.
 func NewRoot(opts Options) *cobra.Command {
 	a := &app{opts: opts}
 	root := &cobra.Command{
 		Use:   "tasq",
 		Short: "TasQ: a PostgreSQL-native transactional job queue",
-		Long: `tasq manages a TasQ job queue on PostgreSQL: it applies the schema, runs
-workers, inspects and changes jobs, and shows statistics.
+		Long: `tasq manages a TasQ job queue: it applies the schema, runs workers, inspects
+and changes jobs, and shows statistics.
 
 Try it end to end with a throwaway PostgreSQL:
 
     tasq demo
 
-The database comes from --database-url or the ` + EnvDatabaseURL + ` environment variable.
-Job state is plain SQL too: SELECT state, count(*) FROM tasq_jobs GROUP BY 1.`,
+The backend comes from --database-url or the ` + EnvDatabaseURL + ` environment variable;
+the URL's scheme selects it:
+
+` + urlForms + `
+
+--driver (or ` + EnvDriver + `) overrides the choice. migrate, worker, jobs and stats
+work on every backend as far as it allows: Redis and SQS need no migrations,
+and SQS cannot look up, list or change single jobs (use stats there). demo and
+bench run on PostgreSQL only. On PostgreSQL and MySQL job state is plain SQL
+too: SELECT state, count(*) FROM tasq_jobs GROUP BY 1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cmd.Help()
@@ -97,7 +119,7 @@ Job state is plain SQL too: SELECT state, count(*) FROM tasq_jobs GROUP BY 1.`,
 }
 
 // NewWorkerCommand returns just the worker command, with its own
-// --database-url flag, to mount in an application's cobra root.
+// --database-url and --driver flags, to mount in an application's cobra root.
 func NewWorkerCommand(opts Options) *cobra.Command {
 	a := &app{opts: opts}
 	cmd := a.workerCommand()
@@ -105,9 +127,13 @@ func NewWorkerCommand(opts Options) *cobra.Command {
 	return cmd
 }
 
+// addDatabaseFlag adds the --database-url and --driver flags to cmd and
+// its subcommands.
 func (a *app) addDatabaseFlag(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&a.dbURL, "database-url", "",
-		"PostgreSQL URL, e.g. postgres://user:pass@host:5432/db (default $"+EnvDatabaseURL+")")
+		"the backend's URL: postgres://, mysql://, redis://, sqs:// or an SQS endpoint http(s):// (default $"+EnvDatabaseURL+")")
+	cmd.PersistentFlags().StringVar(&a.driver, "driver", "",
+		"the backend's driver (postgres, mysql, redis or sqs), overriding the one the URL's scheme selects (default $"+EnvDriver+")")
 }
 
 // databaseURL returns --database-url, else TASQ_DATABASE_URL.
@@ -121,17 +147,9 @@ func (a *app) databaseURL() (string, error) {
 	return "", ErrNoDatabaseURL
 }
 
-// openAdapter connects to the database and checks that it is migrated.
-func (a *app) openAdapter(ctx context.Context) (*postgres.Adapter, error) {
-	url, err := a.databaseURL()
-	if err != nil {
-		return nil, err
-	}
-	return openAdapterURL(ctx, url)
-}
-
-// openAdapterURL connects to the database at url and checks that it is migrated.
-func openAdapterURL(ctx context.Context, url string) (*postgres.Adapter, error) {
+// openPostgresURL connects to the PostgreSQL database at url and checks that
+// it is migrated, for the PostgreSQL-only commands (demo and bench).
+func openPostgresURL(ctx context.Context, url string) (*postgres.Adapter, error) {
 	octx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	ad, err := postgres.New(octx, url)
@@ -139,6 +157,27 @@ func openAdapterURL(ctx context.Context, url string) (*postgres.Adapter, error) 
 		return nil, fmt.Errorf("open the job database: %w", err)
 	}
 	return ad, nil
+}
+
+// requirePostgres returns the database URL for a PostgreSQL-only command
+// (demo, bench), or an error when the URL or --driver names another backend.
+// Without a URL it returns ErrNoDatabaseURL, so the command may start a
+// throwaway PostgreSQL.
+func (a *app) requirePostgres(command, why string) (string, error) {
+	b, err := a.backend()
+	if err != nil {
+		return "", err
+	}
+	if b.driver != driverPostgres {
+		works := "`tasq worker`, `tasq jobs` and `tasq stats` work"
+		if b.driver == driverSQS {
+			works = "`tasq worker` and `tasq stats` work"
+		}
+		return "", fmt.Errorf("tasq %s runs on PostgreSQL only (%s), but the database URL (or --driver) selects %s; "+
+			"give a postgres:// URL, or none to use a throwaway PostgreSQL. On %s, %s",
+			command, why, b.driver, b.driver, works)
+	}
+	return b.url, nil
 }
 
 // logger returns Options.Logger, or a text logger on the command's stderr.

@@ -50,7 +50,10 @@ job has finished, and prints the job table's state counts straight from SQL.
 
 Without --database-url or ` + EnvDatabaseURL + ` it starts a throwaway PostgreSQL
 from the local server binaries (installing the Debian package when it is
-missing and tasq runs as root), and removes it at the end.`,
+missing and tasq runs as root), and removes it at the end.
+
+demo runs on PostgreSQL only: it shows transactional dispatch and reads the
+job table with SQL. On mysql, redis and sqs use migrate, worker and stats.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if deadline <= 0 {
@@ -97,9 +100,12 @@ func (a *app) runDemo(cmd *cobra.Command, deadline time.Duration, keep bool) (er
 		}
 	}()
 	began := time.Now()
+	url, err := a.requirePostgres("demo", "it dispatches inside a PostgreSQL transaction and reads tasq_jobs with SQL")
+	if err != nil && !errors.Is(err, ErrNoDatabaseURL) {
+		return err
+	}
 	fmt.Fprintln(out, "=== TasQ demo: the guide's complete working example, on PostgreSQL ===")
 
-	url, err := a.databaseURL()
 	var srv *localpg.Server
 	if errors.Is(err, ErrNoDatabaseURL) {
 		fmt.Fprintf(out, "\n==> Starting a throwaway PostgreSQL (no --database-url or %s given)\n", EnvDatabaseURL)
@@ -134,7 +140,7 @@ func (a *app) runDemo(cmd *cobra.Command, deadline time.Duration, keep bool) (er
 	}
 	fmt.Fprintf(out, "    schema version %d: table tasq_jobs ready\n", v)
 
-	ad, err := openAdapterURL(ctx, url)
+	ad, err := openPostgresURL(ctx, url)
 	if err != nil {
 		return err
 	}

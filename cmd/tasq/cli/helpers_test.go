@@ -12,14 +12,25 @@ import (
 
 	"github.com/google/uuid"
 
+	_ "github.com/tasqhq/tasq/adapters/mysql" // registers "mysql", as cmd/tasq does
 	"github.com/tasqhq/tasq/adapters/postgres"
+	_ "github.com/tasqhq/tasq/adapters/redis" // registers "redis"
+	_ "github.com/tasqhq/tasq/adapters/sqs"   // registers "sqs"
 	"github.com/tasqhq/tasq/cmd/tasq/cli"
 	"github.com/tasqhq/tasq/cmd/tasq/demo"
+	"github.com/tasqhq/tasq/internal/testmain"
+	"github.com/tasqhq/tasq/internal/testmysql"
 	"github.com/tasqhq/tasq/internal/testpg"
+	"github.com/tasqhq/tasq/internal/testredis"
+	"github.com/tasqhq/tasq/internal/testsqs"
 	"github.com/tasqhq/tasq/queue"
 )
 
-func TestMain(m *testing.M) { os.Exit(testpg.Main(m)) }
+// TestMain runs the tests with real servers of every backend: PostgreSQL,
+// Redis, MariaDB and the SQS emulator.
+func TestMain(m *testing.M) {
+	os.Exit(testmain.Chain(m, testpg.Main, testredis.Main, testmysql.Main, testsqs.Main))
+}
 
 // syncBuffer is a bytes.Buffer that workers and tasks may write to concurrently.
 type syncBuffer struct {

@@ -13,7 +13,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
-	"github.com/tasqhq/tasq/adapters/postgres"
 	"github.com/tasqhq/tasq/queue"
 )
 
@@ -24,7 +23,10 @@ func (a *app) jobsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "jobs",
 		Short: "List, show, retry, cancel and delete jobs",
-		Args:  cobra.NoArgs,
+		Long: `jobs looks up and changes single jobs through the backend's inspector. It
+works on postgres, mysql and redis. SQS cannot find a job by ID, so on sqs these
+commands fail and say so; use ` + "`tasq stats`" + ` there for counts per queue.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cmd.Help()
 		},
@@ -33,29 +35,31 @@ func (a *app) jobsCommand() *cobra.Command {
 		a.jobsListCommand(),
 		a.jobsShowCommand(),
 		a.jobActionCommand("retry", "Make a failed, cancelled, retryable or scheduled job run again now, with a fresh retry budget",
-			func(ad *postgres.Adapter, cmd *cobra.Command, id uuid.UUID) (string, error) {
+			func(ad queue.Inspector, cmd *cobra.Command, id uuid.UUID) (string, error) {
 				return "job %s retried: it is available now", ad.RetryJob(cmd.Context(), id)
 			}),
 		a.jobActionCommand("cancel", "Cancel a job that has not finished",
-			func(ad *postgres.Adapter, cmd *cobra.Command, id uuid.UUID) (string, error) {
+			func(ad queue.Inspector, cmd *cobra.Command, id uuid.UUID) (string, error) {
 				return "job %s cancelled", ad.CancelJob(cmd.Context(), id)
 			}),
 		a.jobActionCommand("delete", "Delete a job that is not running",
-			func(ad *postgres.Adapter, cmd *cobra.Command, id uuid.UUID) (string, error) {
+			func(ad queue.Inspector, cmd *cobra.Command, id uuid.UUID) (string, error) {
 				return "job %s deleted", ad.DeleteJob(cmd.Context(), id)
 			}),
 	)
 	return cmd
 }
 
-// withAdapter opens the adapter, runs fn and closes it.
-func (a *app) withAdapter(cmd *cobra.Command, fn func(*postgres.Adapter) error) error {
+// withInspector opens the backend, runs fn with its inspector and closes
+// it. An error of fn that matches errors.ErrUnsupported becomes an
+// UnsupportedError naming the backend and command.
+func (a *app) withInspector(cmd *cobra.Command, command string, fn func(queue.Inspector) error) error {
 	ad, err := a.openAdapter(cmd.Context())
 	if err != nil {
 		return err
 	}
 	defer ad.Close()
-	return fn(ad)
+	return unsupported(ad, command, fn(ad))
 }
 
 func (a *app) jobsListCommand() *cobra.Command {
@@ -91,8 +95,11 @@ func (a *app) jobsListCommand() *cobra.Command {
 				f.Since = time.Now().Add(-since)
 			}
 			f.Queue, f.Kind, f.Limit = queueName, kind, limit
-			return a.withAdapter(cmd, func(ad *postgres.Adapter) error {
+			return a.withInspector(cmd, "jobs list", func(ad queue.Inspector) error {
 				jobs, err := ad.ListJobs(cmd.Context(), f)
+				if errors.Is(err, errors.ErrUnsupported) {
+					return err // withInspector explains it
+				}
 				if err != nil {
 					return fmt.Errorf("list jobs: %w", err)
 				}
@@ -171,7 +178,7 @@ func (a *app) jobsShowCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.withAdapter(cmd, func(ad *postgres.Adapter) error {
+			return a.withInspector(cmd, "jobs show", func(ad queue.Inspector) error {
 				j, err := ad.GetJob(cmd.Context(), id)
 				if err != nil {
 					return jobError(id, err)
@@ -302,7 +309,7 @@ func writeJSON(w io.Writer, v any) error {
 
 // jobActionCommand builds retry, cancel and delete: act changes the job and
 // returns the success message (with a %s for the ID) and its error.
-func (a *app) jobActionCommand(name, short string, act func(*postgres.Adapter, *cobra.Command, uuid.UUID) (string, error)) *cobra.Command {
+func (a *app) jobActionCommand(name, short string, act func(queue.Inspector, *cobra.Command, uuid.UUID) (string, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   name + " ID",
 		Short: short,
@@ -313,10 +320,12 @@ func (a *app) jobActionCommand(name, short string, act func(*postgres.Adapter, *
 			if err != nil {
 				return err
 			}
-			return a.withAdapter(cmd, func(ad *postgres.Adapter) error {
+			return a.withInspector(cmd, "jobs "+name, func(ad queue.Inspector) error {
 				msg, err := act(ad, cmd, id)
 				if err != nil {
 					switch {
+					case errors.Is(err, errors.ErrUnsupported):
+						return err // withInspector explains it
 					case errors.Is(err, queue.ErrJobNotFound):
 						return jobError(id, err)
 					case errors.Is(err, queue.ErrJobState):

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -8,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tasqhq/tasq/adapters/postgres"
 	"github.com/tasqhq/tasq/queue"
 )
 
@@ -24,14 +24,22 @@ func (a *app) statsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "stats",
 		Short: "Count jobs per queue and state",
-		Long: `stats counts jobs per queue and state, the same as
+		Long: `stats counts jobs per queue and state. On postgres and mysql that is the same as
 
-    SELECT queue, state, count(*) FROM tasq_jobs GROUP BY 1, 2 ORDER BY 1, 2`,
+    SELECT queue, state, count(*) FROM tasq_jobs GROUP BY 1, 2 ORDER BY 1, 2
+
+Redis counts its per-state indexes. SQS gives approximate counts: visible
+messages as available, in-flight ones as running, delayed ones as scheduled
+and the failed-job queues as failed; completed and cancelled jobs are deleted
+from SQS, so they are not counted there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			silenceUsage(cmd)
-			return a.withAdapter(cmd, func(ad *postgres.Adapter) error {
+			return a.withInspector(cmd, "stats", func(ad queue.Inspector) error {
 				stats, err := ad.Stats(cmd.Context())
+				if errors.Is(err, errors.ErrUnsupported) {
+					return err // withInspector explains it
+				}
 				if err != nil {
 					return fmt.Errorf("count jobs: %w", err)
 				}

@@ -43,6 +43,11 @@ func (a *app) workerCommand() *cobra.Command {
 claiming, lets running jobs finish for up to --shutdown-grace, and hands back
 the ones still running; a second signal exits at once.
 
+It runs on every backend (postgres, mysql, redis, sqs; the database URL's
+scheme selects it). postgres and redis wake it as soon as a job is dispatched;
+mysql only for jobs dispatched in the same process, and sqs never, so there it
+also looks for jobs every --poll-interval.
+
 A worker runs only the task types compiled into its binary. An application
 builds its own binary that registers its tasks and mounts this command:
 
@@ -74,7 +79,7 @@ builds its own binary that registers its tasks and mounts this command:
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second,
 		"how long running jobs may finish after a stop signal before they are cancelled and handed back")
 	fl.DurationVar(&f.pollInterval, "poll-interval", time.Second,
-		"how often to look for jobs without a LISTEN/NOTIFY wake-up")
+		"how often to look for jobs without a wake-up (postgres LISTEN/NOTIFY, redis pub/sub)")
 	fl.DurationVar(&f.lease, "lease", 30*time.Second,
 		"how long a claimed job stays leased without a heartbeat; a crashed worker's jobs run again after this")
 	return cmd
