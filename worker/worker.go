@@ -36,11 +36,16 @@ type Worker struct {
 	slotFreed chan struct{}
 	wake      chan struct{}
 
-	ready   chan claimed // claimed jobs waiting for an executor
-	mu      sync.Mutex
-	running map[uuid.UUID]*queue.Job
+	ready     chan claimed    // claimed jobs waiting for an executor
+	jobCtx    context.Context // parent of every job's context
+	executors int             // executors started; only the fetch loop touches it
+	idle      atomic.Int64    // executors waiting for a job
+	mu        sync.Mutex
+	running   map[uuid.UUID]*queue.Job
 
 	jobs      sync.WaitGroup
+	outMu     sync.RWMutex // guards outClosed against sends racing the close
+	outClosed bool
 	outcomes  chan queue.Outcome
 	completed chan struct{} // closed when the completer has flushed everything
 	stopping  atomic.Bool   // set when job contexts are cancelled at the hard stop
@@ -142,9 +147,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}
 
-	for range w.cfg.Concurrency {
-		go w.executor(jobCtx)
-	}
+	w.jobCtx = jobCtx
 	w.fetchLoop(ctx, bg)
 	close(w.ready)
 	stopMaint()
@@ -158,7 +161,10 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.handBackAbandoned()
 		}
 	}
+	w.outMu.Lock() // no send is in flight once this is held
+	w.outClosed = true
 	close(w.outcomes)
+	w.outMu.Unlock()
 	<-w.completed
 	stopBg()
 	loops.Wait()
@@ -306,12 +312,25 @@ func (w *Worker) start(j *queue.Job) {
 	meta := queue.Metadata{ID: j.ID, Attempt: j.Attempt - 1, DispatchedAt: j.DispatchedAt, Kind: j.Kind, Queue: j.Queue, MaxRetries: j.MaxRetries}
 	x, err := w.reg.Prepare(j.Kind, j.Payload, meta)
 	w.ready <- claimed{job: j, x: x, err: err}
+	// Start an executor when more jobs wait than executors are idle; the pool
+	// grows to Concurrency only if the jobs keep that many busy. Fast jobs
+	// need a few, and fewer goroutine stacks make every GC cycle cheaper.
+	if len(w.ready) > int(w.idle.Load()) && w.executors < w.cfg.Concurrency {
+		w.executors++
+		go w.executor(w.jobCtx)
+	}
 }
 
-// executor runs claimed jobs one after another. Run keeps Concurrency of
-// them alive, so a job costs no goroutine start and no stack growth.
+// executor runs claimed jobs one after another until the fetch loop ends.
+// Executors live as long as the worker, so a job costs no goroutine start.
 func (w *Worker) executor(jobCtx context.Context) {
-	for c := range w.ready {
+	for {
+		w.idle.Add(1)
+		c, ok := <-w.ready
+		w.idle.Add(-1)
+		if !ok {
+			return
+		}
 		j := c.job
 		o, ok := w.execute(jobCtx, c)
 		w.mu.Lock()
@@ -328,6 +347,13 @@ func (w *Worker) executor(jobCtx context.Context) {
 }
 
 func (w *Worker) send(o queue.Outcome) {
+	w.outMu.RLock()
+	defer w.outMu.RUnlock()
+	if w.outClosed {
+		// A Handle abandoned at shutdown returned after all: its job was
+		// handed back already, so the outcome has nowhere to go.
+		return
+	}
 	switch o.State {
 	case queue.StateCompleted:
 		w.stats.completed.Add(1)

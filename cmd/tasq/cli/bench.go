@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -93,6 +95,7 @@ type benchFlags struct {
 	concurrency int
 	batch       int
 	json        bool
+	cpuProfile  string
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -130,6 +133,7 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
 	fl.IntVar(&f.concurrency, "concurrency", 2000, "worker concurrency (River's benchmark uses MaxWorkers 2000)")
 	fl.IntVar(&f.batch, "batch", 1000, "jobs per DispatchMany call when inserting")
 	fl.BoolVar(&f.json, "json", false, "also print a RESULT {json} line per workload")
+	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the workloads to this file (go tool pprof)")
 	return cmd
 }
 
@@ -189,6 +193,17 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 		return err
 	}
 	b := &bench{f: f, ad: ad, client: client, out: out, errw: errw}
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	modes := []string{f.mode}
 	if f.mode == "all" {
 		modes = []string{"burn-down", "continuous", "latency"}
