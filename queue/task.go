@@ -103,7 +103,8 @@ type Config struct {
 	Blocking bool
 }
 
-// Resolved is a Config with defaults applied and values checked.
+// Resolved is a Config with defaults applied and values checked. It has the
+// same fields, but here a zero means zero (no retries, no delay).
 type Resolved struct {
 	Queue      string
 	MaxRetries int
@@ -118,10 +119,7 @@ type Resolved struct {
 // Resolve applies the defaults to c and checks every field, returning an
 // error wrapping ErrInvalidConfig that names the field at fault.
 func (c Config) Resolve() (Resolved, error) {
-	r := Resolved{
-		Queue: c.Queue, MaxRetries: c.MaxRetries, RetryDelay: c.RetryDelay, Timeout: c.Timeout,
-		Priority: c.Priority, Driver: c.Driver, Adapter: c.Adapter, Blocking: c.Blocking,
-	}
+	r := Resolved(c)
 	if r.Queue == "" {
 		r.Queue = DefaultQueue
 	}

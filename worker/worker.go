@@ -51,8 +51,8 @@ type Worker struct {
 	stopping  atomic.Bool   // set when job contexts are cancelled at the hard stop
 	started   atomic.Bool
 
-	claimed, done atomic.Int64
-	stats         counters
+	claimed atomic.Int64
+	stats   counters
 }
 
 type counters struct {
