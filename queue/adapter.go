@@ -52,6 +52,42 @@ type NewJob struct {
 	Timeout    time.Duration
 }
 
+// CheckNewJobs validates a batch before an adapter stores any of it: not
+// empty, every job with an ID (none twice), a kind, a valid queue name, a
+// payload that is valid JSON, and no negative durations or retry counts.
+// Adapters call it first, so that a bad batch stores nothing.
+func CheckNewJobs(jobs []NewJob) error {
+	if len(jobs) == 0 {
+		return fmt.Errorf("%w: no jobs to insert", ErrInvalidConfig)
+	}
+	var seen map[uuid.UUID]bool
+	if len(jobs) > 1 {
+		seen = make(map[uuid.UUID]bool, len(jobs))
+	}
+	for i := range jobs {
+		j := &jobs[i]
+		if err := ValidateQueueName(j.Queue); err != nil {
+			return fmt.Errorf("job %d: %w", i, err)
+		}
+		switch {
+		case j.Kind == "":
+			return fmt.Errorf("%w: job %d has an empty kind", ErrInvalidConfig, i)
+		case j.ID == uuid.Nil:
+			return fmt.Errorf("%w: job %d (%s) has no ID", ErrInvalidConfig, i, j.Kind)
+		case seen != nil && seen[j.ID]:
+			return fmt.Errorf("%w: job ID %s appears twice in the batch", ErrInvalidConfig, j.ID)
+		case len(j.Payload) > 0 && !json.Valid(j.Payload):
+			return fmt.Errorf("%w: job %d (%s) has a payload that is not valid JSON", ErrInvalidConfig, i, j.Kind)
+		case j.MaxRetries < 0 || j.Delay < 0 || j.RetryDelay < 0 || j.Timeout < 0:
+			return fmt.Errorf("%w: job %d (%s): MaxRetries, Delay, RetryDelay and Timeout must not be negative", ErrInvalidConfig, i, j.Kind)
+		}
+		if seen != nil {
+			seen[j.ID] = true
+		}
+	}
+	return nil
+}
+
 // Job is a claimed job, as handed to a worker.
 type Job struct {
 	ID           uuid.UUID

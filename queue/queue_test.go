@@ -218,3 +218,27 @@ func TestPermanentErrorsAreNotRetriedByDefault(t *testing.T) {
 		t.Errorf("Permanent wrapping: %v", perm)
 	}
 }
+
+func TestCheckNewJobs(t *testing.T) {
+	good := func() NewJob {
+		return NewJob{ID: uuid.New(), Kind: "k", Queue: "q", Payload: []byte(`{}`)}
+	}
+	if err := CheckNewJobs([]NewJob{good(), good()}); err != nil {
+		t.Fatalf("a good batch: %v", err)
+	}
+	dup := good()
+	cases := map[string][]NewJob{
+		"empty batch":     nil,
+		"no id":           {{Kind: "k", Queue: "q"}},
+		"no kind":         {{ID: uuid.New(), Queue: "q"}},
+		"bad queue":       {{ID: uuid.New(), Kind: "k", Queue: "a b"}},
+		"id twice":        {dup, dup},
+		"invalid payload": {{ID: uuid.New(), Kind: "k", Queue: "q", Payload: []byte(`{`)}},
+		"negative delay":  {{ID: uuid.New(), Kind: "k", Queue: "q", Delay: -time.Second}},
+	}
+	for name, jobs := range cases {
+		if err := CheckNewJobs(jobs); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: err = %v, want ErrInvalidConfig", name, err)
+		}
+	}
+}

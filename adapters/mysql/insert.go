@@ -3,7 +3,6 @@ package mysql
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -79,23 +78,14 @@ func insertStatements(jobs []queue.NewJob) []insertStatement {
 	return out
 }
 
+// checkJobs adds MySQL's limits to queue.CheckNewJobs.
 func checkJobs(jobs []queue.NewJob) error {
-	if len(jobs) == 0 {
-		return fmt.Errorf("%w: no jobs to insert", queue.ErrInvalidConfig)
+	if err := queue.CheckNewJobs(jobs); err != nil {
+		return err
 	}
 	for i := range jobs {
-		j := &jobs[i]
-		if err := queue.ValidateQueueName(j.Queue); err != nil {
-			return err
-		}
-		if j.Kind == "" {
-			return fmt.Errorf("%w: job %d has an empty kind", queue.ErrInvalidConfig, i)
-		}
-		if n := utf8.RuneCountInString(j.Kind); n > maxKindLength {
-			return fmt.Errorf("%w: kind %.30q... is %d characters; the MySQL kind column holds %d", queue.ErrInvalidConfig, j.Kind, n, maxKindLength)
-		}
-		if !json.Valid(j.Payload) {
-			return fmt.Errorf("%w: job %d (%s) has a payload that is not valid JSON", queue.ErrInvalidConfig, i, j.Kind)
+		if n := utf8.RuneCountInString(jobs[i].Kind); n > maxKindLength {
+			return fmt.Errorf("%w: kind %.30q... is %d characters; the MySQL kind column holds %d", queue.ErrInvalidConfig, jobs[i].Kind, n, maxKindLength)
 		}
 	}
 	return nil

@@ -60,24 +60,9 @@ func insertArgs(jobs []queue.NewJob) []any {
 	return []any{ids, kinds, queues, prios, payloads, retries, retryMS, timeoutMS, delayMS}
 }
 
-func checkJobs(jobs []queue.NewJob) error {
-	if len(jobs) == 0 {
-		return fmt.Errorf("%w: no jobs to insert", queue.ErrInvalidConfig)
-	}
-	for i := range jobs {
-		if err := queue.ValidateQueueName(jobs[i].Queue); err != nil {
-			return err
-		}
-		if jobs[i].Kind == "" {
-			return fmt.Errorf("%w: job %d has an empty kind", queue.ErrInvalidConfig, i)
-		}
-	}
-	return nil
-}
-
 // Insert stores jobs in one statement (one transaction) and wakes workers.
 func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
-	if err := checkJobs(jobs); err != nil {
+	if err := queue.CheckNewJobs(jobs); err != nil {
 		return err
 	}
 	if _, err := a.pool.Exec(ctx, insertSQL, insertArgs(jobs)...); err != nil {
@@ -102,7 +87,7 @@ type sqlExecer interface {
 // its own). The jobs, and the NOTIFY that wakes workers, exist only once the
 // transaction commits.
 func (a *Adapter) InsertTx(ctx context.Context, tx any, jobs []queue.NewJob) error {
-	if err := checkJobs(jobs); err != nil {
+	if err := queue.CheckNewJobs(jobs); err != nil {
 		return err
 	}
 	var err error

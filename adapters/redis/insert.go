@@ -7,27 +7,12 @@ import (
 	"github.com/tasqhq/tasq/queue"
 )
 
-func checkJobs(jobs []queue.NewJob) error {
-	if len(jobs) == 0 {
-		return fmt.Errorf("%w: no jobs to insert", queue.ErrInvalidConfig)
-	}
-	for i := range jobs {
-		if err := queue.ValidateQueueName(jobs[i].Queue); err != nil {
-			return err
-		}
-		if jobs[i].Kind == "" {
-			return fmt.Errorf("%w: job %d has an empty kind", queue.ErrInvalidConfig, i)
-		}
-	}
-	return nil
-}
-
 // Insert stores jobs atomically, all or none: the batch is checked here,
 // then one script checks that no ID exists yet before it writes anything.
 // Jobs without a delay become available at once and wake subscribed workers;
 // the others are scheduled Delay after the insert, by the server's clock.
 func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
-	if err := checkJobs(jobs); err != nil {
+	if err := queue.CheckNewJobs(jobs); err != nil {
 		return err
 	}
 	args := make([]any, 0, 2+len(jobs)*insertFields)

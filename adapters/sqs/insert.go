@@ -2,7 +2,6 @@ package sqs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -66,30 +65,16 @@ func (a *Adapter) schedule(e *envelope, delay time.Duration, now time.Time) int3
 	return seconds(a.maxDelay)
 }
 
-// checkJobs validates a batch before anything is sent.
+// checkJobs adds SQS's queue-name rules to queue.CheckNewJobs; it runs
+// before anything is sent.
 func (a *Adapter) checkJobs(jobs []queue.NewJob) error {
-	if len(jobs) == 0 {
-		return fmt.Errorf("%w: no jobs to insert", queue.ErrInvalidConfig)
+	if err := queue.CheckNewJobs(jobs); err != nil {
+		return err
 	}
-	seen := make(map[uuid.UUID]bool, len(jobs))
 	for i := range jobs {
-		j := &jobs[i]
-		if err := a.checkQueueName(j.Queue); err != nil {
+		if err := a.checkQueueName(jobs[i].Queue); err != nil {
 			return err
 		}
-		switch {
-		case j.Kind == "":
-			return fmt.Errorf("%w: job %d has an empty kind", queue.ErrInvalidConfig, i)
-		case j.ID == uuid.Nil:
-			return fmt.Errorf("%w: job %d has no ID", queue.ErrInvalidConfig, i)
-		case seen[j.ID]:
-			return fmt.Errorf("%w: job ID %s appears twice in the batch", queue.ErrInvalidConfig, j.ID)
-		case !json.Valid(j.Payload):
-			return fmt.Errorf("%w: job %s: payload is not valid JSON", queue.ErrInvalidConfig, j.ID)
-		case j.MaxRetries < 0 || j.Delay < 0 || j.RetryDelay < 0 || j.Timeout < 0:
-			return fmt.Errorf("%w: job %s: MaxRetries, Delay, RetryDelay and Timeout must not be negative", queue.ErrInvalidConfig, j.ID)
-		}
-		seen[j.ID] = true
 	}
 	return nil
 }

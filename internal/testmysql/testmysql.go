@@ -35,15 +35,12 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -79,49 +76,17 @@ type harness struct {
 //
 //	func TestMain(m *testing.M) { os.Exit(testmysql.Main(m)) }
 func Main(m testmain.Runner) int {
-	if !flag.Parsed() {
-		flag.Parse()
-	}
-	level := slog.LevelWarn
-	if testing.Verbose() {
-		level = slog.LevelInfo
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("pkg", "testmysql")
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	h, err := setUp(ctx, log)
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "testmysql: cannot run these tests without a usable MySQL or MariaDB server:\n%v\n", err)
-		return 1
-	}
-	current.Store(h)
-
-	// Stop the server when interrupted, as a normal exit would.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		sig, ok := <-sigs
-		if !ok {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "testmysql: %v: stopping the server (%s)\n", sig, h.source)
-		_ = h.close()
-		os.Exit(2)
-	}()
-
-	code := m.Run()
-
-	signal.Stop(sigs)
-	close(sigs)
-	if err := h.close(); err != nil {
-		fmt.Fprintf(os.Stderr, "testmysql: tearing down the server (%s): %v\n", h.source, err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	current.Store(nil)
-	return code
+	return testmain.Serve(m, testmain.Setup{
+		Name: "testmysql", Need: "a usable MySQL or MariaDB server", Timeout: 5 * time.Minute,
+		Start: func(ctx context.Context, log *slog.Logger) (string, func() error, error) {
+			h, err := setUp(ctx, log)
+			if err != nil {
+				return "", nil, err
+			}
+			current.Store(h)
+			return h.source, func() error { defer current.Store(nil); return h.close() }, nil
+		},
+	})
 }
 
 // NewDatabase creates a fresh, uniquely named database, applies the TasQ

@@ -34,17 +34,14 @@ package testpg
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -95,49 +92,17 @@ type harness struct {
 //
 //	func TestMain(m *testing.M) { os.Exit(testpg.Main(m)) }
 func Main(m testmain.Runner) int {
-	if !flag.Parsed() {
-		flag.Parse()
-	}
-	level := slog.LevelWarn
-	if testing.Verbose() {
-		level = slog.LevelInfo
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("pkg", "testpg")
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	h, err := setUp(ctx, log)
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "testpg: cannot run these tests without a usable PostgreSQL server:\n%v\n", err)
-		return 1
-	}
-	current.Store(h)
-
-	// Stop the server when interrupted, as a normal exit would.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		sig, ok := <-sigs
-		if !ok {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "testpg: %v: stopping PostgreSQL (%s)\n", sig, h.source)
-		_ = h.close()
-		os.Exit(2)
-	}()
-
-	code := m.Run()
-
-	signal.Stop(sigs)
-	close(sigs)
-	if err := h.close(); err != nil {
-		fmt.Fprintf(os.Stderr, "testpg: tearing down PostgreSQL (%s): %v\n", h.source, err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	current.Store(nil)
-	return code
+	return testmain.Serve(m, testmain.Setup{
+		Name: "testpg", Need: "a usable PostgreSQL server", Timeout: 5 * time.Minute,
+		Start: func(ctx context.Context, log *slog.Logger) (string, func() error, error) {
+			h, err := setUp(ctx, log)
+			if err != nil {
+				return "", nil, err
+			}
+			current.Store(h)
+			return h.source, func() error { defer current.Store(nil); return h.close() }, nil
+		},
+	})
 }
 
 // NewDatabase creates a fresh, uniquely named database with the TasQ schema

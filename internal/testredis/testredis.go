@@ -30,14 +30,12 @@ package testredis
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -82,48 +80,17 @@ type harness struct {
 // tests with m.Run, stops what it started and returns the exit code for
 // os.Exit.
 func Main(m testmain.Runner) int {
-	if !flag.Parsed() {
-		flag.Parse()
-	}
-	level := slog.LevelWarn
-	if testing.Verbose() {
-		level = slog.LevelInfo
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("pkg", "testredis")
-
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	h, err := setUp(ctx, log)
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "testredis: cannot run these tests without a Redis server:\n%v\n", err)
-		return 1
-	}
-	current.Store(h)
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		sig, ok := <-sigs
-		if !ok {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "testredis: %v: stopping Redis (%s)\n", sig, h.source)
-		_ = h.close()
-		os.Exit(2)
-	}()
-
-	code := m.Run()
-
-	signal.Stop(sigs)
-	close(sigs)
-	if err := h.close(); err != nil {
-		fmt.Fprintf(os.Stderr, "testredis: tearing down Redis (%s): %v\n", h.source, err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	current.Store(nil)
-	return code
+	return testmain.Serve(m, testmain.Setup{
+		Name: "testredis", Need: "a Redis server", Timeout: time.Minute,
+		Start: func(ctx context.Context, log *slog.Logger) (string, func() error, error) {
+			h, err := setUp(ctx, log)
+			if err != nil {
+				return "", nil, err
+			}
+			current.Store(h)
+			return h.source, func() error { defer current.Store(nil); return h.close() }, nil
+		},
+	})
 }
 
 // URL returns the server's URL, e.g. redis://127.0.0.1:34567/0. It panics

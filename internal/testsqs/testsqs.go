@@ -28,13 +28,12 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -87,45 +86,20 @@ func (s *server) close() error {
 // tests with m.Run, stops what it started and returns the exit code for
 // os.Exit.
 func Main(m testmain.Runner) int {
-	if !flag.Parsed() {
-		flag.Parse()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	s, err := setUp(ctx)
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "testsqs: cannot run these tests without an SQS server:\n%v\n", err)
-		return 1
-	}
-	current.Store(s)
-	if testing.Verbose() {
-		fmt.Fprintf(os.Stderr, "testsqs: using %s at %s\n", s.source, s.endpoint)
-	}
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		sig, ok := <-sigs
-		if !ok {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "testsqs: %v: stopping %s\n", sig, s.source)
-		_ = s.close()
-		os.Exit(2)
-	}()
-
-	code := m.Run()
-
-	signal.Stop(sigs)
-	close(sigs)
-	if err := s.close(); err != nil {
-		fmt.Fprintf(os.Stderr, "testsqs: stopping %s: %v\n", s.source, err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	current.Store(nil)
-	return code
+	return testmain.Serve(m, testmain.Setup{
+		Name: "testsqs", Need: "an SQS server", Timeout: startTimeout,
+		Start: func(ctx context.Context, log *slog.Logger) (string, func() error, error) {
+			h, err := setUp(ctx)
+			if err != nil {
+				return "", nil, err
+			}
+			current.Store(h)
+			if testing.Verbose() {
+				log.Info("using the SQS server", "source", h.source, "endpoint", h.endpoint)
+			}
+			return h.source, func() error { defer current.Store(nil); return h.close() }, nil
+		},
+	})
 }
 
 func mustServer(t testing.TB) *server {
