@@ -8,13 +8,16 @@ GO   ?= go
 PKGS ?= ./...
 
 .DEFAULT_GOAL := help
-.PHONY: help test fmt-check vet lint bench bench-compare demo build
+.PHONY: help deps test fmt-check vet lint bench bench-compare demo build
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-test: fmt-check vet ## gofmt check, go vet, then all tests with the race detector
+test: deps fmt-check vet ## install missing servers, gofmt check, go vet, then all tests with the race detector
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+deps: ## install the servers the tests start (PostgreSQL, Redis, MariaDB, Node.js) when missing; needs root
+	@bash .ci/deps
 
 fmt-check: ## fail when a file needs gofmt
 	@out="$$(gofmt -l .)"; \
