@@ -95,3 +95,21 @@ func TestOpenAdapterByName(t *testing.T) {
 		t.Errorf("name %q", a.Name())
 	}
 }
+
+// A URL carrying pgxpool settings (pool_max_conns) works for migrations as it
+// does for the adapter; the server would reject the setting as a parameter.
+func TestMigrationsAcceptPoolSettingsInTheURL(t *testing.T) {
+	ctx := context.Background()
+	dsn := testpg.NewEmptyDatabase(t) + "&pool_max_conns=7"
+	if err := migrations.Up(ctx, dsn); err != nil {
+		t.Fatalf("Up with pool_max_conns: %v", err)
+	}
+	a, err := postgres.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if got := a.Pool().Config().MaxConns; got != 7 {
+		t.Errorf("pool size %d, want 7", got)
+	}
+}

@@ -9,7 +9,6 @@ package migrations
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -17,7 +16,8 @@ import (
 	"github.com/golang-migrate/migrate/v4"
 	pgxmigrate "github.com/golang-migrate/migrate/v4/database/pgx/v5"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 //go:embed postgres/*.sql
@@ -62,10 +62,13 @@ func run(ctx context.Context, dsn, what string, fn func(*migrate.Migrate) error)
 	if dsn == "" {
 		return errors.New("tasq: migrate " + what + ": empty database URL; set TASQ_DATABASE_URL or pass --database-url")
 	}
-	db, err := sql.Open("pgx", dsn)
+	// pgxpool's parser understands (and removes) pool settings such as
+	// pool_max_conns, which the server itself would reject.
+	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return fmt.Errorf("tasq: migrate %s: open database: %w", what, err)
+		return fmt.Errorf("tasq: migrate %s: cannot parse database URL: %w", what, err)
 	}
+	db := stdlib.OpenDB(*cfg.ConnConfig)
 	defer db.Close()
 	if err := db.PingContext(ctx); err != nil {
 		return fmt.Errorf("tasq: migrate %s: cannot reach database: %w", what, err)

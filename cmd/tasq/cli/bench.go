@@ -407,10 +407,11 @@ func (b *bench) latency(ctx context.Context) (benchResult, error) {
 	tick := time.NewTicker(time.Second / time.Duration(b.f.rate))
 	defer tick.Stop()
 	// Each dispatch is its own transaction (a commit waits for the disk), so
-	// dispatches overlap, up to 64 at a time, to keep the rate.
+	// dispatches overlap, up to 4 at a time (as the River peer does), to keep
+	// the rate.
 	var sent int64
 	var dispatchErr atomic.Pointer[error]
-	inflight := make(chan struct{}, 64)
+	inflight := make(chan struct{}, 4)
 	var dispatches sync.WaitGroup
 	deadline := start.Add(b.f.latencyFor)
 	for time.Now().Before(deadline) && ctx.Err() == nil && dispatchErr.Load() == nil {
