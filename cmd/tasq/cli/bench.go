@@ -192,7 +192,8 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 	if err != nil {
 		return err
 	}
-	b := &bench{f: f, ad: ad, client: client, out: out, errw: errw}
+	con := newConsole(out, errw)
+	b := &bench{f: f, ad: ad, client: client, out: con.Out(), errw: con.Err(), con: con}
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)
 		if err != nil {
@@ -234,6 +235,7 @@ type bench struct {
 	ad        *postgres.Adapter
 	client    *queue.Client
 	out, errw io.Writer
+	con       *console
 }
 
 // reset removes the benchmark's jobs; when the table holds nothing else it
@@ -283,25 +285,48 @@ func (b *bench) insert(ctx context.Context, n int) (float64, error) {
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// progress prints the completed count every 2 s until stop is closed.
+// progress prints the completed count and rate every 2 s until stop is
+// closed; on a terminal a live status line also shows the rate of the last
+// 2 s, redrawn five times a second.
 func (b *bench) progress(mode string, w *worker.Worker, total int64, stop <-chan struct{}) {
-	t := time.NewTicker(2 * time.Second)
+	tick := 2 * time.Second
+	if b.con.TTY() {
+		tick = 200 * time.Millisecond
+	}
+	t := time.NewTicker(tick)
 	defer t.Stop()
-	start, last := time.Now(), int64(0)
+	defer b.con.ClearStatus()
+	start := time.Now()
+	of := ""
+	if total > 0 {
+		of = fmt.Sprintf("/%d", total)
+	}
+	type sample struct {
+		at   time.Time
+		done int64
+	}
+	window := []sample{{start, 0}}
+	lastLine := start
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 		}
-		done := w.Stats().Completed
-		of := ""
-		if total > 0 {
-			of = fmt.Sprintf("/%d", total)
+		now, done := time.Now(), w.Stats().Completed
+		for len(window) > 1 && now.Sub(window[1].at) >= 2*time.Second {
+			window = window[1:]
 		}
-		fmt.Fprintf(b.errw, "[tasq] %s: %d%s done, %.0f jobs/s (last 2s), %.0fs elapsed\n",
-			mode, done, of, float64(done-last)/2, time.Since(start).Seconds())
-		last = done
+		rate := float64(done-window[0].done) / now.Sub(window[0].at).Seconds()
+		window = append(window, sample{now, done})
+		line := fmt.Sprintf("[tasq] %s: %d%s done, %.0f jobs/s (last 2s), %.0fs elapsed", mode, done, of, rate, now.Sub(start).Seconds())
+		if now.Sub(lastLine) >= 2*time.Second-tick/2 {
+			lastLine = now
+			b.con.ClearStatus()
+			fmt.Fprintln(b.errw, line)
+		} else if b.con.TTY() {
+			b.con.SetStatus(line)
+		}
 	}
 }
 

@@ -72,3 +72,13 @@ func (c *console) EndStatus() {
 
 // TTY reports whether the status line is drawn in place.
 func (c *console) TTY() bool { return c.tty }
+
+// ClearStatus removes the status line from the screen and stops redrawing it.
+func (c *console) ClearStatus() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.status != "" {
+		_, _ = io.WriteString(c.err, "\r\x1b[K")
+		c.status = ""
+	}
+}
