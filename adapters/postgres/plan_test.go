@@ -8,24 +8,56 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasqhq/tasq/internal/testpg"
 )
 
-// The planner settings of Finish hold for its update and end with it, and
-// they give the update one primary-key lookup per outcome, never a scan of
-// the running jobs.
-func TestFinishPlanLooksUpByPrimaryKeyAndItsSettingsDoNotLeak(t *testing.T) {
+// explainPinned returns the plan of sql as a worker runs it: after
+// pinnedPlanSQL, in one pipeline.
+func explainPinned(t *testing.T, conn *pgxpool.Conn, sql string, args ...any) string {
+	t.Helper()
+	var plan strings.Builder
+	b := &pgx.Batch{}
+	b.Queue(pinnedPlanSQL)
+	b.Queue("EXPLAIN "+sql, args...).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				return err
+			}
+			plan.WriteString(line + "\n")
+		}
+		return rows.Err()
+	})
+	if err := conn.SendBatch(context.Background(), b).Close(); err != nil {
+		t.Fatalf("explain: %v", err)
+	}
+	return plan.String()
+}
+
+// The statements a worker repeats keep index plans on a table whose
+// statistics say nothing (it was empty when analyzed) while it holds many
+// finished and running jobs — the situation in which the planner chose plans
+// that scanned the whole table or every running job. The settings end with
+// the statement.
+func TestWorkerStatementsKeepIndexPlans(t *testing.T) {
 	ctx := context.Background()
 	a, err := New(ctx, testpg.NewDatabase(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	// The situation that fooled the planner: many running jobs, no statistics.
-	if _, err := a.pool.Exec(ctx, `INSERT INTO tasq_jobs (id, kind, state, attempt, attempted_by)
-		SELECT gen_random_uuid(), 'k', 'running', 1, 'w' FROM generate_series(1, 20000)`); err != nil {
-		t.Fatal(err)
+	for _, q := range []string{
+		`ANALYZE tasq_jobs`, // while empty: the statistics now mislead
+		`INSERT INTO tasq_jobs (id, kind, state, attempt, attempted_by, lease_expires_at)
+		 SELECT gen_random_uuid(), 'k', (CASE WHEN i % 10 = 0 THEN 'running' WHEN i % 100 = 1 THEN 'available'
+		        ELSE 'completed' END)::tasq_job_state, 1, 'w', now() + interval '1 hour'
+		 FROM generate_series(1, 30000) AS i`,
+	} {
+		if _, err := a.pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	conn, err := a.pool.Acquire(ctx)
 	if err != nil {
@@ -37,31 +69,33 @@ func TestFinishPlanLooksUpByPrimaryKeyAndItsSettingsDoNotLeak(t *testing.T) {
 		ids[i] = pgUUID(uuid.New())
 	}
 	ints, strs, nums := make([]int32, 500), make([]string, 500), make([]int64, 500)
-	var plan, inside, after string
-	b := &pgx.Batch{}
-	b.Queue(finishPlanSQL)
-	b.Queue(`EXPLAIN `+finishSQL, ids, ints, strs, strs, strs, nums, "w").Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				return err
+	for name, c := range map[string]struct {
+		sql  string
+		args []any
+		want []string
+	}{
+		"finish":  {finishSQL, []any{ids, ints, strs, strs, strs, nums, "w"}, []string{"Function Scan on u", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"claim":   {claimSQL, []any{"default", 2000, "w", int64(30000)}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"promote": {promoteSQL, []any{maintainBatch}, []string{"tasq_jobs_due_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"rescue":  {rescueSQL, []any{maintainBatch}, []string{"tasq_jobs_lease_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+	} {
+		plan := explainPinned(t, conn, c.sql, c.args...)
+		for _, w := range c.want {
+			if !strings.Contains(plan, w) {
+				t.Errorf("%s plan lacks %q:\n%s", name, w, plan)
 			}
-			plan += line + "\n"
 		}
-		return rows.Err()
-	})
-	b.Queue(`SHOW enable_hashjoin`).QueryRow(func(r pgx.Row) error { return r.Scan(&inside) })
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		t.Fatal(err)
+		for _, bad := range []string{"Seq Scan on tasq_jobs", "Hash Join", "Bitmap Heap Scan"} {
+			if strings.Contains(plan, bad) {
+				t.Errorf("%s plan has %q:\n%s", name, bad, plan)
+			}
+		}
 	}
+	var after string
 	if err := conn.QueryRow(ctx, `SHOW enable_hashjoin`).Scan(&after); err != nil {
 		t.Fatal(err)
 	}
-	if inside != "off" || after != "on" {
-		t.Errorf("enable_hashjoin inside the batch %q, after it %q; want off, then on again", inside, after)
-	}
-	if !strings.Contains(plan, "Function Scan on u") || !strings.Contains(plan, "Index Scan using tasq_jobs_pkey on tasq_jobs j") ||
-		strings.Contains(plan, "lease_idx") || strings.Contains(plan, "Seq Scan") {
-		t.Errorf("finish plan does not look the outcomes up by primary key:\n%s", plan)
+	if after != "on" {
+		t.Errorf("enable_hashjoin after a pinned statement is %q; the setting leaked", after)
 	}
 }
