@@ -21,7 +21,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -518,10 +517,7 @@ type conformanceTask struct {
 	Fail bool
 }
 
-var ran atomic.Int64
-
 func (t *conformanceTask) Handle(ctx context.Context) (int, error) {
-	ran.Add(1)
 	if t.Fail {
 		return 0, queue.Permanent(errors.New("asked to fail"))
 	}

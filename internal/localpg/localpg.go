@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tasqhq/tasq/internal/freeport"
 )
 
 // ErrNotInstalled is returned by Start when the PostgreSQL server binaries
@@ -233,7 +235,7 @@ func (s *Server) startWithFreePort(ctx context.Context, fast bool) error {
 	const attempts = 5
 	var lastErr error
 	for i := 0; i < attempts; i++ {
-		port, err := freePort()
+		port, err := freeport.Loopback()
 		if err != nil {
 			return err
 		}
@@ -374,19 +376,6 @@ func reapStale(ctx context.Context, bins binaries, ra *runAs, logf func(string, 
 			logf("localpg: remove %s: %v", dir, err)
 		}
 	}
-}
-
-// freePort asks the kernel for a free port on 127.0.0.1.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("localpg: find a free port on 127.0.0.1: %w; is the loopback interface up?", err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		return 0, fmt.Errorf("localpg: release probe port %d: %w", port, err)
-	}
-	return port, nil
 }
 
 // checkTraversable reports an error when the server's user could not reach

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/tasqhq/tasq/internal/freeport"
 )
 
 // errNotInstalled means no MariaDB server binaries were found.
@@ -147,7 +149,7 @@ func userArgs() []string {
 
 // start runs mariadbd on a free port and waits until root can connect.
 func (s *localServer) start(ctx context.Context, server string) error {
-	port, err := freePort()
+	port, err := freeport.Loopback()
 	if err != nil {
 		return err
 	}
@@ -311,19 +313,6 @@ func reapStale(logf func(string, ...any)) {
 func processAlive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// freePort asks the kernel for a free port on 127.0.0.1.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port on 127.0.0.1: %w; is the loopback interface up?", err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		return 0, fmt.Errorf("release probe port %d: %w", port, err)
-	}
-	return port, nil
 }
 
 // tail returns the last n lines of b.

@@ -47,6 +47,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/tasqhq/tasq/internal/freeport"
 	"github.com/tasqhq/tasq/internal/testmain"
 )
 
@@ -267,7 +268,7 @@ func startServer(ctx context.Context, bin string, log *slog.Logger) (*server, er
 	const attempts = 5
 	var lastErr error
 	for range attempts {
-		port, err := freePort()
+		port, err := freeport.Loopback()
 		if err != nil {
 			_ = os.RemoveAll(dir)
 			return nil, err
@@ -392,16 +393,6 @@ func removeStale(log *slog.Logger) {
 			_ = os.RemoveAll(d)
 		}
 	}
-}
-
-// freePort asks the kernel for a port on 127.0.0.1 that is free right now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port on 127.0.0.1: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // logTail returns the last lines of a log file, for error messages.
