@@ -80,6 +80,10 @@ func CheckNewJobs(jobs []NewJob) error {
 			return fmt.Errorf("%w: job %d (%s) has a payload that is not valid JSON", ErrInvalidConfig, i, j.Kind)
 		case j.MaxRetries < 0 || j.Delay < 0 || j.RetryDelay < 0 || j.Timeout < 0:
 			return fmt.Errorf("%w: job %d (%s): MaxRetries, Delay, RetryDelay and Timeout must not be negative", ErrInvalidConfig, i, j.Kind)
+		case j.MaxRetries > MaxRetriesLimit:
+			return fmt.Errorf("%w: job %d (%s): MaxRetries %d is above the limit %d", ErrInvalidConfig, i, j.Kind, j.MaxRetries, MaxRetriesLimit)
+		case nulEscape(j.Payload) >= 0:
+			return fmt.Errorf("%w: job %d (%s): the payload holds a NUL character (\u0000), which PostgreSQL cannot store", ErrInvalidPayload, i, j.Kind)
 		}
 		if seen != nil {
 			seen[j.ID] = true
@@ -90,25 +94,48 @@ func CheckNewJobs(jobs []NewJob) error {
 
 // Job is a claimed job, as handed to a worker.
 type Job struct {
-	ID           uuid.UUID
+	ID uuid.UUID
+	// Token is the claim token of this execution: the backend gives every
+	// claim of a job a token larger than any before it and never resets it
+	// (not on retry, not on hand-back). Every write about the execution —
+	// its outcome, its lease renewal — is guarded by (ID, Token), so an
+	// execution that lost its claim can never write again.
+	Token        int64
 	Kind         string
 	Queue        string
 	Payload      []byte
 	Priority     int16
-	Attempt      int // claims so far, this one included (1 on the first attempt)
+	Attempt      int // attempts counted against the retry budget, this one included (1 on the first)
 	MaxRetries   int
 	RetryDelay   time.Duration
 	Timeout      time.Duration
 	DispatchedAt time.Time
+	// Invalid, when set, says why the backend could not read part of the
+	// claimed row (a value out of range, a timestamp at infinity). The job
+	// is not run: the worker fails it with this reason, and the other jobs
+	// of the claim run as usual.
+	Invalid error
 }
 
-// Outcome is the end of one attempt, written back by the worker that claimed
-// it. Adapters apply an outcome only while the job is still running the same
-// attempt for the same worker (the completion guard), so a stale worker cannot
-// overwrite a newer attempt.
+// Lease identifies one execution of a job: its ID and claim token.
+func (j *Job) Lease() Lease { return Lease{ID: j.ID, Token: j.Token} }
+
+// Lease identifies one execution of a job: the job's ID and the claim token
+// the execution holds.
+type Lease struct {
+	ID    uuid.UUID
+	Token int64
+}
+
+// Outcome is the end of one execution, written back by the worker that holds
+// it. Adapters apply an outcome only while the job is still running under
+// the same claim token (the completion guard), so an execution that lost its
+// lease — rescued, cancelled by an operator, retried — cannot write over a
+// newer one. Build outcomes with the constructors in lifecycle.go; adapters
+// apply them with the Outcome methods and decide nothing themselves.
 type Outcome struct {
-	ID      uuid.UUID
-	Attempt int
+	ID    uuid.UUID
+	Token int64
 	// State is the job's next state: completed, retryable, failed, cancelled,
 	// or available/scheduled to hand the job back unfinished (the attempt is
 	// then not counted).
@@ -145,6 +172,11 @@ type JobInfo struct {
 	LeaseExpiresAt *time.Time
 	FinishedAt     *time.Time
 	Errors         []JobError
+	// ErrorsOmitted counts error history entries dropped to keep Errors at
+	// most MaxErrorHistory long (the first and the newest are kept).
+	ErrorsOmitted int
+	// Token is the job's claim token (0 if never claimed).
+	Token int64
 }
 
 // LastError returns the newest entry of the error history, or "".
@@ -177,56 +209,103 @@ type QueueStat struct {
 type Inserter interface {
 	// Insert stores jobs atomically: all of them or none.
 	Insert(ctx context.Context, jobs []NewJob) error
-	// InsertTx stores jobs inside the caller's transaction, so they exist only
-	// if it commits. An adapter returns an error wrapping ErrTxUnsupported for
-	// transaction types it does not know.
+}
+
+// TxInserter is the capability of adapters that can store jobs inside the
+// caller's transaction, so that they exist only if it commits. An adapter
+// returns an error wrapping ErrTxUnsupported for a value that is not a
+// transaction it knows (a pool, a connection, another database's handle):
+// it never stores the jobs outside the transaction.
+type TxInserter interface {
 	InsertTx(ctx context.Context, tx any, jobs []NewJob) error
 }
 
-// Source is what a worker needs from a backend.
+// ClaimRequest says what a worker wants from Claim.
+type ClaimRequest struct {
+	Queue    string
+	WorkerID string
+	// Limit is the most jobs to claim.
+	Limit int
+	// Lease is how long the claim holds without a renewal.
+	Lease time.Duration
+	// Kinds, when not empty, restricts the claim to jobs of these kinds:
+	// a worker claims only what it can run, so that in a rolling deploy
+	// jobs of a kind only newer workers know wait for them.
+	Kinds []string
+}
+
+// Source is what a worker needs from a backend: the core every adapter has.
 type Source interface {
-	// Claim takes up to limit available jobs of queue for workerID, marks them
-	// running with a lease of the given length, and returns them.
-	Claim(ctx context.Context, queue, workerID string, limit int, lease time.Duration) ([]*Job, error)
-	// Finish applies outcomes of attempts claimed by workerID, each only if
-	// that attempt still holds the job. It returns how many were applied.
+	// Claim marks up to req.Limit available jobs of req.Queue running for
+	// req.WorkerID with a lease of req.Lease and a new claim token each, and
+	// returns them. A row it cannot fully read comes back with Job.Invalid.
+	Claim(ctx context.Context, req ClaimRequest) ([]*Job, error)
+	// Finish applies outcomes of executions claimed by workerID, each only
+	// while its job is still running under the outcome's token. An outcome
+	// the backend cannot store must not stop the others: the adapter stores
+	// FailedUnstorable(o, err) for it instead. It returns how many were
+	// applied; the rest were stale.
 	Finish(ctx context.Context, workerID string, outcomes []Outcome) (int, error)
-	// ExtendLeases renews the leases of jobs that workerID still runs.
-	ExtendLeases(ctx context.Context, workerID string, ids []uuid.UUID, lease time.Duration) error
-	// Maintain makes due scheduled and retryable jobs available and hands back
-	// running jobs whose lease has expired. It returns how many it moved.
+	// ExtendLeases renews the leases that workerID still holds and returns
+	// those it no longer holds (rescued, cancelled, finished elsewhere), whose
+	// executions should stop.
+	ExtendLeases(ctx context.Context, workerID string, leases []Lease, d time.Duration) (lost []Lease, err error)
+}
+
+// Maintainer is the capability of backends that need periodic maintenance:
+// promoting due scheduled and retryable jobs, rescuing running jobs whose
+// lease expired. It returns how many jobs it moved.
+type Maintainer interface {
 	Maintain(ctx context.Context) (promoted, rescued int, err error)
 }
 
 // Notifier is implemented by sources that can wake workers when jobs become
 // available. Subscribe delivers queue names ("" means any queue may have
-// work) until ctx is done.
+// work) until ctx is done; the channel closes when ctx is done or the
+// subscription is lost, and the caller subscribes again with backoff.
 type Notifier interface {
 	Subscribe(ctx context.Context) (<-chan string, error)
 }
 
-// Inspector reads and changes jobs for operators (the tasq jobs and stats commands).
-type Inspector interface {
+// JobReader is the capability of backends that can find jobs by ID and list them.
+type JobReader interface {
 	GetJob(ctx context.Context, id uuid.UUID) (*JobInfo, error)
 	ListJobs(ctx context.Context, f ListFilter) ([]*JobInfo, error)
+}
+
+// JobEditor is the capability of backends where an operator can change one job.
+type JobEditor interface {
 	// RetryJob makes a failed, cancelled, retryable or scheduled job available
-	// now with a fresh retry budget.
+	// now with a fresh retry budget. Its claim token is kept, so an execution
+	// of it still running somewhere can never finish the new attempt.
 	RetryJob(ctx context.Context, id uuid.UUID) error
 	// CancelJob cancels a job that has not finished.
 	CancelJob(ctx context.Context, id uuid.UUID) error
 	// DeleteJob removes a job that is not running.
 	DeleteJob(ctx context.Context, id uuid.UUID) error
+}
+
+// StatsReader is the capability of backends that can count jobs per queue and state.
+type StatsReader interface {
 	Stats(ctx context.Context) ([]QueueStat, error)
 }
 
-// Adapter is a backend: it stores jobs, hands them to workers, and answers
-// operators. adapters/postgres is the native one.
+// Inspector is everything the tasq jobs and stats commands use.
+type Inspector interface {
+	JobReader
+	JobEditor
+	StatsReader
+}
+
+// Adapter is a backend: it stores jobs and hands them to workers. What more
+// it can do (transactions, notifications, maintenance, inspection) are
+// capabilities found by type assertion: TxInserter, Notifier, Maintainer,
+// JobReader, JobEditor, StatsReader. adapters/postgres has them all.
 type Adapter interface {
 	// Name is the driver name the adapter registered under ("postgres").
 	Name() string
 	Inserter
 	Source
-	Inspector
 	// Close releases the adapter's connections.
 	Close()
 }

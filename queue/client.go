@@ -191,19 +191,29 @@ func (c *Client) dispatch(ctx context.Context, tx any, tasks []any, opts []Dispa
 		}
 		groups[a] = append(groups[a], job)
 	}
-	if tx != nil && len(order) > 1 {
-		return nil, fmt.Errorf("%w: these tasks use %d different drivers; a transaction belongs to one", ErrTxUnsupported, len(order))
-	}
-	for _, a := range order {
-		var err error
+	if len(order) > 1 {
+		names := make([]string, len(order))
+		for i, a := range order {
+			names[i] = a.Name()
+		}
 		if tx != nil {
-			err = a.InsertTx(ctx, tx, groups[a])
-		} else {
-			err = a.Insert(ctx, groups[a])
+			return nil, fmt.Errorf("%w: these tasks use %d different drivers (%v); a transaction belongs to one", ErrTxUnsupported, len(order), names)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("tasq: dispatch to %s: %w", a.Name(), err)
+		return nil, fmt.Errorf("%w: these tasks go to %d different drivers (%v); a batch is stored all or none, which only one backend can promise: dispatch each driver's tasks in its own call", ErrMixedBatch, len(order), names)
+	}
+	a := order[0]
+	var err error
+	if tx != nil {
+		ti, ok := a.(TxInserter)
+		if !ok {
+			return nil, fmt.Errorf("%w: driver %s cannot store jobs inside a transaction; dispatch after the commit instead", ErrTxUnsupported, a.Name())
 		}
+		err = ti.InsertTx(ctx, tx, groups[a])
+	} else {
+		err = a.Insert(ctx, groups[a])
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tasq: dispatch to %s: %w", a.Name(), err)
 	}
 	return ids, nil
 }
@@ -230,6 +240,9 @@ func (c *Client) build(task any, o *dispatchOpts) (NewJob, Adapter, error) {
 			return NewJob{}, nil, fmt.Errorf("%w: task %s asks for driver %q but the client has none by that name; add one with queue.WithDriver(%q, adapter)", ErrUnknownDriver, kind, cfg.Driver, cfg.Driver)
 		}
 	}
+	if err := checkStrings(task); err != nil {
+		return NewJob{}, nil, fmt.Errorf("tasq: %s: %w", kind, err)
+	}
 	var payload []byte
 	if c.encoder != nil {
 		payload, err = c.encoder.Encode(task)
@@ -238,6 +251,10 @@ func (c *Client) build(task any, o *dispatchOpts) (NewJob, Adapter, error) {
 	}
 	if err != nil {
 		return NewJob{}, nil, fmt.Errorf("tasq: %s: cannot encode the task as a payload: %w", kind, err)
+	}
+	if i := nulEscape(payload); i >= 0 {
+		// An encoder (a MarshalJSON method) produced a NUL character.
+		return NewJob{}, nil, fmt.Errorf("tasq: %s: %w: its encoding holds a NUL character (\u0000 at byte %d), which PostgreSQL cannot store", kind, ErrInvalidPayload, i)
 	}
 	id, err := uuid.NewV7()
 	if err != nil {

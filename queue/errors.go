@@ -23,6 +23,12 @@ var (
 	// ErrTxUnsupported means the adapter cannot dispatch inside the given
 	// transaction type (or inside any transaction at all).
 	ErrTxUnsupported = errors.New("tasq: transactional dispatch not supported for this transaction type")
+	// ErrInvalidPayload means a task's fields cannot travel as a payload
+	// unchanged (invalid UTF-8, a NUL character); nothing was stored.
+	ErrInvalidPayload = errors.New("tasq: task cannot be sent as a payload")
+	// ErrMixedBatch means one DispatchMany call held tasks for different
+	// drivers; a batch is all or none, which only one backend can promise.
+	ErrMixedBatch = errors.New("tasq: tasks of one batch go to different drivers")
 	// ErrNotMigrated means the backend's schema is missing; run `tasq migrate up`.
 	ErrNotMigrated = errors.New("tasq: schema not migrated; run `tasq migrate up` (or migrations.Up) first")
 	// ErrJobNotFound means no job has the given ID.
@@ -46,14 +52,31 @@ var (
 type PermanentError struct{ Err error }
 
 // Permanent wraps err so that, by default, the job is not retried.
+// Permanent(nil) is still an error: the attempt fails, for good.
 func Permanent(err error) error { return &PermanentError{Err: err} }
 
-func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Error() string {
+	if e == nil || e.Err == nil {
+		return "permanent failure (no error given)"
+	}
+	return e.Err.Error()
+}
 
-func (e *PermanentError) Unwrap() error { return e.Err }
+func (e *PermanentError) Unwrap() error {
+	if e == nil {
+		return nil
+	}
+	return e.Err
+}
 
 // IsPermanent reports whether err, or an error it wraps, is a PermanentError.
-func IsPermanent(err error) bool {
+// An error whose Unwrap or As method panics is not permanent.
+func IsPermanent(err error) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
 	var p *PermanentError
 	return errors.As(err, &p)
 }
@@ -66,10 +89,15 @@ type CancelError struct{ Err error }
 func Cancel(err error) error { return &CancelError{Err: err} }
 
 func (e *CancelError) Error() string {
-	if e.Err == nil {
+	if e == nil || e.Err == nil {
 		return "job cancelled by task"
 	}
 	return fmt.Sprintf("job cancelled by task: %v", e.Err)
 }
 
-func (e *CancelError) Unwrap() error { return e.Err }
+func (e *CancelError) Unwrap() error {
+	if e == nil {
+		return nil
+	}
+	return e.Err
+}

@@ -133,6 +133,8 @@ func (c Config) Resolve() (Resolved, error) {
 		r.MaxRetries = 0
 	case r.MaxRetries < 0:
 		return r, fmt.Errorf("%w: MaxRetries is %d; use a positive count, 0 for the default (%d) or queue.NoRetries", ErrInvalidConfig, c.MaxRetries, DefaultMaxRetries)
+	case r.MaxRetries > MaxRetriesLimit:
+		return r, fmt.Errorf("%w: MaxRetries is %d; the limit is %d (queue.MaxRetriesLimit)", ErrInvalidConfig, c.MaxRetries, MaxRetriesLimit)
 	}
 	switch {
 	case r.RetryDelay == 0:

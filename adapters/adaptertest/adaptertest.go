@@ -6,12 +6,15 @@
 //		adaptertest.Run(t, adaptertest.Harness{New: func(t *testing.T) queue.Adapter { ... }})
 //	}
 //
-// The suite speaks only queue.Adapter (and queue.Notifier where offered), so
-// what it checks holds for every backend: dispatch and delay; claim, lease
-// expiry and rescue; retry with delay and failure after exhaustion; the
-// completion guard against stale attempts; batch dispatch; priority order
-// where supported; the inspection the CLI needs; and a worker running tasks
-// end to end.
+// The suite speaks queue.Adapter and reads every optional capability from
+// the adapter itself (queue.TxInserter, queue.Maintainer, queue.JobReader,
+// queue.JobEditor, queue.StatsReader), so what it checks holds for every
+// backend: dispatch and delay; claim (only the kinds asked for), lease expiry
+// and rescue; claim tokens that fence every write of an execution that lost
+// its claim, on another worker or the same one; retry with delay and failure
+// after exhaustion; an unstorable outcome failing alone; batch dispatch;
+// priority order where supported; the inspection the CLI needs; and a worker
+// running tasks end to end.
 package adaptertest
 
 import (
@@ -37,21 +40,12 @@ type Harness struct {
 	New func(t *testing.T) queue.Adapter
 	// NoPriority says the backend cannot order jobs by priority within a queue.
 	NoPriority bool
-	// Tx, when set, begins a transaction the adapter's InsertTx accepts and
-	// returns it with its commit and rollback. When nil, the suite checks that
-	// InsertTx refuses with queue.ErrTxUnsupported.
+	// Tx, for adapters that are a queue.TxInserter, begins a transaction
+	// their InsertTx accepts and returns it with its commit and rollback.
 	Tx func(t *testing.T, a queue.Adapter) (tx any, commit, rollback func() error)
 	// Lease is the lease used where the suite waits for one to expire.
 	// Default 1s (backends with second granularity need no less).
 	Lease time.Duration
-	// NoLookup says the backend cannot look jobs up by ID (GetJob fails). The
-	// suite then checks behaviour through Claim, Finish and the worker alone,
-	// and checks that GetJob fails rather than invent an answer.
-	NoLookup bool
-	// Unsupported lists inspection operations the backend cannot perform
-	// ("list", "stats", "retry", "cancel", "delete"); the suite then checks
-	// they fail with an error rather than succeed silently.
-	Unsupported []string
 }
 
 func (h Harness) lease() time.Duration {
@@ -59,15 +53,6 @@ func (h Harness) lease() time.Duration {
 		return h.Lease
 	}
 	return time.Second
-}
-
-func (h Harness) supports(op string) bool {
-	for _, u := range h.Unsupported {
-		if u == op {
-			return false
-		}
-	}
-	return true
 }
 
 // Run runs the conformance suite.
@@ -87,11 +72,16 @@ func Run(t *testing.T, h Harness) {
 		{"RetryWithDelay", testRetryWithDelay},
 		{"FailedAfterExhaustion", testFailedAfterExhaustion},
 		{"CompletionGuard", testCompletionGuard},
+		{"TokenFencesSameWorker", testTokenSameWorker},
+		{"ClaimOnlyKinds", testClaimKinds},
+		{"LostLeasesReported", testLostLeases},
+		{"UnstorableOutcomeFailsAlone", testUnstorableOutcome},
 		{"HandBack", testHandBack},
 		{"BatchDispatch", testBatchDispatch},
 		{"Priority", testPriority},
 		{"Transactions", testTransactions},
 		{"Inspection", testInspection},
+		{"RetryKeepsTokenGrowing", testRetryKeepsToken},
 		{"WorkerEndToEnd", testWorker},
 	}
 	for _, tc := range tests {
@@ -111,12 +101,13 @@ func newJob(q string) queue.NewJob {
 }
 
 // absent checks that job id does not exist (where lookups work).
-func absent(t *testing.T, ctx context.Context, h Harness, a queue.Adapter, id uuid.UUID, what string) {
+func absent(t *testing.T, ctx context.Context, a queue.Adapter, id uuid.UUID, what string) {
 	t.Helper()
-	if h.NoLookup {
+	r, ok := a.(queue.JobReader)
+	if !ok {
 		return
 	}
-	if _, err := a.GetJob(ctx, id); !errors.Is(err, queue.ErrJobNotFound) {
+	if _, err := r.GetJob(ctx, id); !errors.Is(err, queue.ErrJobNotFound) {
 		t.Errorf("%s: GetJob = %v, want ErrJobNotFound", what, err)
 	}
 }
@@ -128,31 +119,43 @@ func insert(t *testing.T, ctx context.Context, a queue.Adapter, jobs ...queue.Ne
 	}
 }
 
-// get looks a job up; with NoLookup it checks that the lookup fails and
-// returns nil, so callers check the row only when there is one.
-func get(t *testing.T, ctx context.Context, h Harness, a queue.Adapter, id uuid.UUID) *queue.JobInfo {
+// get looks a job up, or returns nil on a backend that is no
+// queue.JobReader, so callers check the row only when there is one.
+func get(t *testing.T, ctx context.Context, a queue.Adapter, id uuid.UUID) *queue.JobInfo {
 	t.Helper()
-	j, err := a.GetJob(ctx, id)
-	if h.NoLookup {
-		if err == nil {
-			t.Fatalf("GetJob succeeded on a backend the harness says cannot look jobs up")
-		}
+	r, ok := a.(queue.JobReader)
+	if !ok {
 		return nil
 	}
+	j, err := r.GetJob(ctx, id)
 	if err != nil {
 		t.Fatalf("GetJob(%s): %v", id, err)
 	}
 	return j
 }
 
+// maintain runs the backend's maintenance, where it has any.
+func maintain(t *testing.T, ctx context.Context, a queue.Adapter) {
+	t.Helper()
+	if m, ok := a.(queue.Maintainer); ok {
+		if _, _, err := m.Maintain(ctx); err != nil {
+			t.Fatalf("Maintain: %v", err)
+		}
+	}
+}
+
+func claim(ctx context.Context, a queue.Adapter, q, worker string, n int, lease time.Duration, kinds ...string) ([]*queue.Job, error) {
+	return a.Claim(ctx, queue.ClaimRequest{Queue: q, WorkerID: worker, Limit: n, Lease: lease, Kinds: kinds})
+}
+
 // claimWithin claims from q until n jobs came back or the deadline passes,
-// running Maintain between tries (backends promote and rescue there).
+// running maintenance between tries (backends promote and rescue there).
 func claimWithin(t *testing.T, ctx context.Context, a queue.Adapter, q, worker string, n int, lease, within time.Duration) []*queue.Job {
 	t.Helper()
 	var got []*queue.Job
 	deadline := time.Now().Add(within)
 	for {
-		jobs, err := a.Claim(ctx, q, worker, n-len(got), lease)
+		jobs, err := claim(ctx, a, q, worker, n-len(got), lease)
 		if err != nil {
 			t.Fatalf("Claim: %v", err)
 		}
@@ -163,9 +166,7 @@ func claimWithin(t *testing.T, ctx context.Context, a queue.Adapter, q, worker s
 		if time.Now().After(deadline) {
 			t.Fatalf("claimed %d of %d jobs from %s within %v", len(got), n, q, within)
 		}
-		if _, _, err := a.Maintain(ctx); err != nil {
-			t.Fatalf("Maintain: %v", err)
-		}
+		maintain(t, ctx, a)
 		time.Sleep(50 * time.Millisecond)
 	}
 }
@@ -179,12 +180,17 @@ func finish(t *testing.T, ctx context.Context, a queue.Adapter, worker string, o
 	return n
 }
 
+// out builds an outcome for the execution c.
+func out(c *queue.Job, st queue.JobState) queue.Outcome {
+	return queue.Outcome{ID: c.ID, Token: c.Token, State: st}
+}
+
 func testDispatchAndClaim(t *testing.T, h Harness) {
 	ctx, a := ctxFor(t), h.New(t)
 	j := newJob("q1")
 	j.Priority, j.Timeout = 3, 5*time.Second
 	insert(t, ctx, a, j)
-	if info := get(t, ctx, h, a, j.ID); info != nil && (info.State != queue.StateAvailable || info.Kind != "conformance" || info.Queue != "q1" || info.MaxRetries != 2 ||
+	if info := get(t, ctx, a, j.ID); info != nil && (info.State != queue.StateAvailable || info.Kind != "conformance" || info.Queue != "q1" || info.MaxRetries != 2 ||
 		info.RetryDelay != time.Second || info.Timeout != 5*time.Second || info.Attempt != 0 || info.DispatchedAt.IsZero()) {
 		t.Fatalf("stored job = %+v", info)
 	}
@@ -194,19 +200,19 @@ func testDispatchAndClaim(t *testing.T, h Harness) {
 		c.RetryDelay != time.Second || c.Timeout != 5*time.Second || c.DispatchedAt.IsZero() {
 		t.Fatalf("claimed job = %+v", c)
 	}
-	if more, _ := a.Claim(ctx, "q1", "w2", 10, time.Minute); len(more) != 0 {
+	if more, _ := claim(ctx, a, "q1", "w2", 10, time.Minute); len(more) != 0 {
 		t.Fatalf("a running job was claimed twice")
 	}
-	if info := get(t, ctx, h, a, j.ID); info != nil && info.State != queue.StateRunning {
+	if info := get(t, ctx, a, j.ID); info != nil && info.State != queue.StateRunning {
 		t.Fatalf("claimed job is %s, want running", info.State)
 	}
-	if n := finish(t, ctx, a, "w1", queue.Outcome{ID: j.ID, Attempt: 1, State: queue.StateCompleted, Result: []byte(`{"ok":true}`)}); n != 1 {
+	if n := finish(t, ctx, a, "w1", queue.Outcome{ID: j.ID, Token: c.Token, State: queue.StateCompleted, Result: []byte(`{"ok":true}`)}); n != 1 {
 		t.Fatalf("Finish applied %d, want 1", n)
 	}
-	if info := get(t, ctx, h, a, j.ID); info != nil && (info.State != queue.StateCompleted || info.FinishedAt == nil || !strings.Contains(string(info.Result), "ok")) {
+	if info := get(t, ctx, a, j.ID); info != nil && (info.State != queue.StateCompleted || info.FinishedAt == nil || !strings.Contains(string(info.Result), "ok")) {
 		t.Fatalf("completed job = %+v", info)
 	}
-	absent(t, ctx, h, a, uuid.New(), "unknown job")
+	absent(t, ctx, a, uuid.New(), "unknown job")
 }
 
 func testDelay(t *testing.T, h Harness) {
@@ -215,10 +221,10 @@ func testDelay(t *testing.T, h Harness) {
 	j.Delay = 1500 * time.Millisecond
 	start := time.Now()
 	insert(t, ctx, a, j)
-	if info := get(t, ctx, h, a, j.ID); info != nil && info.State != queue.StateScheduled {
+	if info := get(t, ctx, a, j.ID); info != nil && info.State != queue.StateScheduled {
 		t.Fatalf("delayed job is %s, want scheduled", info.State)
 	}
-	if jobs, _ := a.Claim(ctx, "delayed", "w", 10, time.Minute); len(jobs) != 0 {
+	if jobs, _ := claim(ctx, a, "delayed", "w", 10, time.Minute); len(jobs) != 0 {
 		t.Fatal("a delayed job was claimed before its time")
 	}
 	claimWithin(t, ctx, a, "delayed", "w", 1, time.Minute, 10*time.Second)
@@ -243,7 +249,7 @@ func testClaimLimitAndQueues(t *testing.T, h Harness) {
 		}
 	}
 	rest := claimWithin(t, ctx, a, "a", "w", 2, time.Minute, 5*time.Second)
-	if more, _ := a.Claim(ctx, "a", "w", 10, time.Minute); len(more) != 0 || len(rest) != 2 {
+	if more, _ := claim(ctx, a, "a", "w", 10, time.Minute); len(more) != 0 || len(rest) != 2 {
 		t.Fatalf("queue a gave %d + %d more jobs, want exactly 5 in all", len(rest), len(more))
 	}
 	if b := claimWithin(t, ctx, a, "b", "w", 1, time.Minute, 5*time.Second); b[0].Queue != "b" {
@@ -258,10 +264,10 @@ func testLeaseExpiry(t *testing.T, h Harness) {
 	first := claimWithin(t, ctx, a, "lease", "dead-worker", 1, h.lease(), 5*time.Second)[0]
 	// The worker dies: no heartbeat, no outcome. After the lease the job is rescued.
 	second := claimWithin(t, ctx, a, "lease", "live-worker", 1, time.Minute, h.lease()+15*time.Second)[0]
-	if second.ID != first.ID || second.Attempt != 2 {
-		t.Fatalf("rescued job = %+v, want the same job at attempt 2", second)
+	if second.ID != first.ID || second.Attempt != 2 || second.Token <= first.Token {
+		t.Fatalf("rescued job = %+v (first claim %+v), want the same job at attempt 2 with a larger token", second, first)
 	}
-	if info := get(t, ctx, h, a, j.ID); info != nil && (len(info.Errors) == 0 || !strings.Contains(info.LastError(), "lease expired")) {
+	if info := get(t, ctx, a, j.ID); info != nil && (len(info.Errors) == 0 || !strings.Contains(info.LastError(), "lease expired")) {
 		t.Errorf("rescued job's errors %+v, want a lease-expiry note", info.Errors)
 	}
 }
@@ -270,21 +276,23 @@ func testExtendLeases(t *testing.T, h Harness) {
 	ctx, a := ctxFor(t), h.New(t)
 	j := newJob("extend")
 	insert(t, ctx, a, j)
-	claimWithin(t, ctx, a, "extend", "w", 1, h.lease(), 5*time.Second)
+	c := claimWithin(t, ctx, a, "extend", "w", 1, h.lease(), 5*time.Second)[0]
 	end := time.Now().Add(3 * h.lease())
 	for time.Now().Before(end) {
-		if err := a.ExtendLeases(ctx, "w", []uuid.UUID{j.ID}, h.lease()); err != nil {
+		lost, err := a.ExtendLeases(ctx, "w", []queue.Lease{c.Lease()}, h.lease())
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := a.Maintain(ctx); err != nil {
-			t.Fatal(err)
+		if len(lost) != 0 {
+			t.Fatalf("ExtendLeases reported a held lease as lost: %+v", lost)
 		}
-		if jobs, _ := a.Claim(ctx, "extend", "other", 1, time.Minute); len(jobs) != 0 {
+		maintain(t, ctx, a)
+		if jobs, _ := claim(ctx, a, "extend", "other", 1, time.Minute); len(jobs) != 0 {
 			t.Fatal("a job whose lease was being renewed was claimed by another worker")
 		}
 		time.Sleep(h.lease() / 4)
 	}
-	if n := finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Attempt: 1, State: queue.StateCompleted}); n != 1 {
+	if n := finish(t, ctx, a, "w", out(c, queue.StateCompleted)); n != 1 {
 		t.Fatal("the renewing worker could not finish its job")
 	}
 }
@@ -293,10 +301,10 @@ func testRetryWithDelay(t *testing.T, h Harness) {
 	ctx, a := ctxFor(t), h.New(t)
 	j := newJob("retry")
 	insert(t, ctx, a, j)
-	claimWithin(t, ctx, a, "retry", "w", 1, time.Minute, 5*time.Second)
+	c := claimWithin(t, ctx, a, "retry", "w", 1, time.Minute, 5*time.Second)[0]
 	start := time.Now()
-	finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Attempt: 1, State: queue.StateRetryable, Error: "boom 1", Delay: 1500 * time.Millisecond})
-	if info := get(t, ctx, h, a, j.ID); info != nil && (info.State != queue.StateRetryable || info.LastError() != "boom 1" || info.Errors[0].Attempt != 1) {
+	finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Token: c.Token, State: queue.StateRetryable, Error: "boom 1", Delay: 1500 * time.Millisecond})
+	if info := get(t, ctx, a, j.ID); info != nil && (info.State != queue.StateRetryable || info.LastError() != "boom 1" || info.Errors[0].Attempt != 1) {
 		t.Fatalf("after a failed attempt: %+v", info)
 	}
 	again := claimWithin(t, ctx, a, "retry", "w", 1, time.Minute, 15*time.Second)[0]
@@ -321,16 +329,14 @@ func testFailedAfterExhaustion(t *testing.T, h Harness) {
 		if attempt == 3 {
 			st = queue.StateFailed
 		}
-		finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Attempt: attempt, State: st, Error: fmt.Sprintf("boom %d", attempt), Delay: time.Millisecond})
+		finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Token: c.Token, State: st, Error: fmt.Sprintf("boom %d", attempt), Delay: time.Millisecond})
 	}
-	if info := get(t, ctx, h, a, j.ID); info != nil && (info.State != queue.StateFailed || len(info.Errors) != 3 || info.LastError() != "boom 3" || info.FinishedAt == nil) {
+	if info := get(t, ctx, a, j.ID); info != nil && (info.State != queue.StateFailed || len(info.Errors) != 3 || info.LastError() != "boom 3" || info.FinishedAt == nil) {
 		t.Fatalf("exhausted job = %+v", info)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if _, _, err := a.Maintain(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if jobs, _ := a.Claim(ctx, "fail", "w", 1, time.Minute); len(jobs) != 0 {
+	maintain(t, ctx, a)
+	if jobs, _ := claim(ctx, a, "fail", "w", 1, time.Minute); len(jobs) != 0 {
 		t.Fatal("a failed job was claimed again")
 	}
 }
@@ -339,25 +345,140 @@ func testCompletionGuard(t *testing.T, h Harness) {
 	ctx, a := ctxFor(t), h.New(t)
 	j := newJob("guard")
 	insert(t, ctx, a, j)
-	claimWithin(t, ctx, a, "guard", "stale", 1, h.lease(), 5*time.Second)
+	old := claimWithin(t, ctx, a, "guard", "stale", 1, h.lease(), 5*time.Second)[0]
 	newer := claimWithin(t, ctx, a, "guard", "fresh", 1, time.Minute, h.lease()+15*time.Second)[0]
-	if newer.Attempt != 2 {
-		t.Fatalf("reclaimed at attempt %d", newer.Attempt)
+	if newer.Attempt != 2 || newer.Token <= old.Token {
+		t.Fatalf("reclaimed at attempt %d token %d (first token %d)", newer.Attempt, newer.Token, old.Token)
 	}
-	if n := finish(t, ctx, a, "stale", queue.Outcome{ID: j.ID, Attempt: 1, State: queue.StateFailed, Error: "stale"}); n != 0 {
-		t.Fatal("a stale attempt overwrote a newer one")
+	if n := finish(t, ctx, a, "stale", queue.Outcome{ID: j.ID, Token: old.Token, State: queue.StateFailed, Error: "stale"}); n != 0 {
+		t.Fatal("a stale execution overwrote a newer one")
 	}
-	if n := finish(t, ctx, a, "stale", queue.Outcome{ID: j.ID, Attempt: 2, State: queue.StateCompleted}); n != 0 {
-		t.Fatal("another worker finished the fresh worker's attempt")
+	if n := finish(t, ctx, a, "stale", out(newer, queue.StateCompleted)); n != 0 {
+		t.Fatal("another worker finished the fresh worker's execution")
 	}
-	if n := finish(t, ctx, a, "fresh", queue.Outcome{ID: j.ID, Attempt: 2, State: queue.StateCompleted, Result: []byte(`"fresh"`)}); n != 1 {
-		t.Fatal("the fresh attempt could not finish")
+	if n := finish(t, ctx, a, "fresh", queue.Outcome{ID: j.ID, Token: newer.Token, State: queue.StateCompleted, Result: []byte(`"fresh"`)}); n != 1 {
+		t.Fatal("the fresh execution could not finish")
 	}
-	if n := finish(t, ctx, a, "fresh", queue.Outcome{ID: j.ID, Attempt: 2, State: queue.StateFailed, Error: "twice"}); n != 0 {
+	if n := finish(t, ctx, a, "fresh", queue.Outcome{ID: j.ID, Token: newer.Token, State: queue.StateFailed, Error: "twice"}); n != 0 {
 		t.Fatal("a finished job was finished twice")
 	}
-	if info := get(t, ctx, h, a, j.ID); info != nil && (info.State != queue.StateCompleted || !strings.Contains(string(info.Result), "fresh")) {
+	if info := get(t, ctx, a, j.ID); info != nil && (info.State != queue.StateCompleted || !strings.Contains(string(info.Result), "fresh")) {
 		t.Fatalf("guarded job = %+v", info)
+	}
+}
+
+// testTokenSameWorker: one worker's own lease expires while its execution
+// still runs; the worker claims the job again. The old execution must not
+// finish the new one, and must not be able to renew its lease.
+func testTokenSameWorker(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	j := newJob("same")
+	insert(t, ctx, a, j)
+	old := claimWithin(t, ctx, a, "same", "w", 1, h.lease(), 5*time.Second)[0]
+	newer := claimWithin(t, ctx, a, "same", "w", 1, time.Minute, h.lease()+15*time.Second)[0]
+	if newer.ID != old.ID || newer.Token <= old.Token {
+		t.Fatalf("second claim %+v, first %+v: want the same job with a larger token", newer, old)
+	}
+	lost, err := a.ExtendLeases(ctx, "w", []queue.Lease{old.Lease(), newer.Lease()}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lost) != 1 || lost[0] != old.Lease() {
+		t.Errorf("ExtendLeases lost = %+v, want only the old execution %+v", lost, old.Lease())
+	}
+	if n := finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Token: old.Token, State: queue.StateCompleted, Result: []byte(`"old"`)}); n != 0 {
+		t.Fatal("the old execution of the same worker finished the new one")
+	}
+	if info := get(t, ctx, a, j.ID); info != nil && info.State != queue.StateRunning {
+		t.Fatalf("after the stale outcome the job is %s, want still running", info.State)
+	}
+	if n := finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Token: newer.Token, State: queue.StateCompleted, Result: []byte(`"new"`)}); n != 1 {
+		t.Fatal("the new execution could not finish")
+	}
+	if info := get(t, ctx, a, j.ID); info != nil && (info.State != queue.StateCompleted || !strings.Contains(string(info.Result), "new")) {
+		t.Fatalf("job = %+v, want completed with the new result", info)
+	}
+}
+
+func testClaimKinds(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	known, unknown := newJob("kinds"), newJob("kinds")
+	unknown.Kind = "only-newer-workers-know-this"
+	insert(t, ctx, a, unknown, known)
+	got := claimWithin(t, ctx, a, "kinds", "w", 1, time.Minute, 5*time.Second)
+	// claimWithin took one of any kind; hand it back and claim by kind.
+	finish(t, ctx, a, "w", out(got[0], queue.StateAvailable))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		jobs, err := claim(ctx, a, "kinds", "old-worker", 10, time.Minute, "conformance")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range jobs {
+			if c.Kind != "conformance" {
+				t.Fatalf("a claim for kinds [conformance] returned a job of kind %q", c.Kind)
+			}
+			finish(t, ctx, a, "old-worker", out(c, queue.StateCompleted))
+			if info := get(t, ctx, a, unknown.ID); info != nil && info.State != queue.StateAvailable {
+				t.Fatalf("the job of an unknown kind is %s, want available (waiting for a worker that knows it)", info.State)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a claim restricted to kind conformance found nothing")
+		}
+		maintain(t, ctx, a)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func testLostLeases(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	j := newJob("lost")
+	insert(t, ctx, a, j)
+	c := claimWithin(t, ctx, a, "lost", "w", 1, time.Minute, 5*time.Second)[0]
+	finish(t, ctx, a, "w", out(c, queue.StateCompleted))
+	lost, err := a.ExtendLeases(ctx, "w", []queue.Lease{c.Lease()}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lost) != 1 || lost[0] != c.Lease() {
+		t.Errorf("renewing the lease of a finished job: lost = %+v, want %+v", lost, c.Lease())
+	}
+}
+
+// testUnstorableOutcome: an outcome the backend may refuse (a result with a
+// \u0000 escape, error text with a NUL byte and invalid UTF-8) is written in
+// one batch with a healthy one. The healthy one must apply, and the job of
+// the bad one must not stay running.
+func testUnstorableOutcome(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	good, bad, badErr := newJob("poison"), newJob("poison"), newJob("poison")
+	insert(t, ctx, a, good, bad, badErr)
+	jobs := claimWithin(t, ctx, a, "poison", "w", 3, time.Minute, 5*time.Second)
+	byID := map[uuid.UUID]*queue.Job{}
+	for _, c := range jobs {
+		byID[c.ID] = c
+	}
+	outs := []queue.Outcome{
+		{ID: bad.ID, Token: byID[bad.ID].Token, State: queue.StateCompleted, Result: []byte(`{"s":"a\u0000b"}`)},
+		{ID: badErr.ID, Token: byID[badErr.ID].Token, State: queue.StateFailed, Error: "nul \x00 and bad utf8 \xff\xfe"},
+		{ID: good.ID, Token: byID[good.ID].Token, State: queue.StateCompleted, Result: []byte(`{"ok":true}`)},
+	}
+	n, err := a.Finish(ctx, "w", outs)
+	if err != nil {
+		t.Fatalf("Finish with one unstorable outcome failed the whole batch: %v", err)
+	}
+	if n != 3 {
+		t.Errorf("Finish applied %d of 3 (the unstorable ones are stored as failed)", n)
+	}
+	if info := get(t, ctx, a, good.ID); info != nil && info.State != queue.StateCompleted {
+		t.Errorf("the healthy neighbour is %s, want completed", info.State)
+	}
+	for _, id := range []uuid.UUID{bad.ID, badErr.ID} {
+		if info := get(t, ctx, a, id); info != nil && info.State != queue.StateCompleted && info.State != queue.StateFailed {
+			t.Errorf("job with an unstorable outcome is %s, want completed or failed (with the reason)", info.State)
+		}
 	}
 }
 
@@ -365,13 +486,13 @@ func testHandBack(t *testing.T, h Harness) {
 	ctx, a := ctxFor(t), h.New(t)
 	j := newJob("handback")
 	insert(t, ctx, a, j)
-	claimWithin(t, ctx, a, "handback", "w", 1, time.Minute, 5*time.Second)
-	finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Attempt: 1, State: queue.StateAvailable})
-	if info := get(t, ctx, h, a, j.ID); info != nil && (info.State != queue.StateAvailable || info.Attempt != 0) {
+	c := claimWithin(t, ctx, a, "handback", "w", 1, time.Minute, 5*time.Second)[0]
+	finish(t, ctx, a, "w", out(c, queue.StateAvailable))
+	if info := get(t, ctx, a, j.ID); info != nil && (info.State != queue.StateAvailable || info.Attempt != 0) {
 		t.Fatalf("handed-back job = state %s attempt %d, want available 0", info.State, info.Attempt)
 	}
-	if again := claimWithin(t, ctx, a, "handback", "w2", 1, time.Minute, 5*time.Second)[0]; again.Attempt != 1 {
-		t.Fatalf("handed-back job reclaimed at attempt %d, want 1 (the handed-back attempt does not count)", again.Attempt)
+	if again := claimWithin(t, ctx, a, "handback", "w2", 1, time.Minute, 5*time.Second)[0]; again.Attempt != 1 || again.Token <= c.Token {
+		t.Fatalf("handed-back job reclaimed at attempt %d token %d (was %d), want attempt 1 (the handed-back attempt does not count) and a larger token", again.Attempt, again.Token, c.Token)
 	}
 }
 
@@ -394,7 +515,7 @@ func testBatchDispatch(t *testing.T, h Harness) {
 	if err := a.Insert(ctx, bad); err == nil {
 		t.Fatal("a batch with an empty queue name was accepted")
 	}
-	absent(t, ctx, h, a, bad[0].ID, "part of a rejected batch")
+	absent(t, ctx, a, bad[0].ID, "part of a rejected batch")
 }
 
 func testPriority(t *testing.T, h Harness) {
@@ -414,34 +535,44 @@ func testPriority(t *testing.T, h Harness) {
 
 func testTransactions(t *testing.T, h Harness) {
 	ctx, a := ctxFor(t), h.New(t)
-	if h.Tx == nil {
-		err := a.InsertTx(ctx, struct{}{}, []queue.NewJob{newJob("tx")})
-		if !errors.Is(err, queue.ErrTxUnsupported) {
-			t.Fatalf("InsertTx on a backend without transactions: %v, want ErrTxUnsupported", err)
+	ti, ok := a.(queue.TxInserter)
+	if !ok {
+		if h.Tx != nil {
+			t.Fatal("the harness makes transactions but the adapter is no queue.TxInserter")
+		}
+		client, err := queue.NewClient(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.DispatchTx(ctx, struct{}{}, &conformanceTask{}); !errors.Is(err, queue.ErrTxUnsupported) {
+			t.Fatalf("DispatchTx on a backend without transactions: %v, want ErrTxUnsupported", err)
 		}
 		return
 	}
+	if h.Tx == nil {
+		t.Fatal("the adapter is a queue.TxInserter; give the harness a Tx function to test it")
+	}
 	rolled, committed := newJob("tx"), newJob("tx")
 	tx, _, rollback := h.Tx(t, a)
-	if err := a.InsertTx(ctx, tx, []queue.NewJob{rolled}); err != nil {
+	if err := ti.InsertTx(ctx, tx, []queue.NewJob{rolled}); err != nil {
 		t.Fatal(err)
 	}
 	if err := rollback(); err != nil {
 		t.Fatal(err)
 	}
 	tx, commit, _ := h.Tx(t, a)
-	if err := a.InsertTx(ctx, tx, []queue.NewJob{committed}); err != nil {
+	if err := ti.InsertTx(ctx, tx, []queue.NewJob{committed}); err != nil {
 		t.Fatal(err)
 	}
 	if err := commit(); err != nil {
 		t.Fatal(err)
 	}
-	absent(t, ctx, h, a, rolled.ID, "rolled-back job")
+	absent(t, ctx, a, rolled.ID, "rolled-back job")
 	claimWithin(t, ctx, a, "tx", "w", 1, time.Minute, 5*time.Second)
-	if more, _ := a.Claim(ctx, "tx", "w", 10, time.Minute); len(more) != 0 {
+	if more, _ := claim(ctx, a, "tx", "w", 10, time.Minute); len(more) != 0 {
 		t.Error("the rolled-back job was claimable")
 	}
-	if err := a.InsertTx(ctx, "not a transaction", []queue.NewJob{newJob("tx")}); !errors.Is(err, queue.ErrTxUnsupported) {
+	if err := ti.InsertTx(ctx, "not a transaction", []queue.NewJob{newJob("tx")}); !errors.Is(err, queue.ErrTxUnsupported) {
 		t.Errorf("InsertTx(string) = %v, want ErrTxUnsupported", err)
 	}
 }
@@ -453,31 +584,25 @@ func testInspection(t *testing.T, h Harness) {
 	later.Kind = "other"
 	insert(t, ctx, a, done, later)
 	c := claimWithin(t, ctx, a, "inspect", "w", 1, time.Minute, 5*time.Second)[0]
-	finish(t, ctx, a, "w", queue.Outcome{ID: c.ID, Attempt: 1, State: queue.StateFailed, Error: "dead letter"})
+	o := out(c, queue.StateFailed)
+	o.Error = "dead letter"
+	finish(t, ctx, a, "w", o)
 
-	check := func(op string, err error) bool {
-		t.Helper()
-		if !h.supports(op) {
-			if err == nil {
-				t.Errorf("%s: the harness says it is unsupported, but it succeeded", op)
-			}
-			return false
+	if r, ok := a.(queue.JobReader); ok {
+		list, err := r.ListJobs(ctx, queue.ListFilter{State: queue.StateFailed})
+		if err != nil || len(list) != 1 || list[0].ID != done.ID || list[0].LastError() != "dead letter" {
+			t.Errorf("ListJobs(failed) = %+v, %v", list, err)
 		}
+		list, err = r.ListJobs(ctx, queue.ListFilter{Kind: "other"})
+		if err != nil || len(list) != 1 || list[0].ID != later.ID {
+			t.Errorf("ListJobs(kind=other) = %+v, %v", list, err)
+		}
+	}
+	if sr, ok := a.(queue.StatsReader); ok {
+		stats, err := sr.Stats(ctx)
 		if err != nil {
-			t.Fatalf("%s: %v", op, err)
+			t.Fatal(err)
 		}
-		return true
-	}
-	list, err := a.ListJobs(ctx, queue.ListFilter{State: queue.StateFailed})
-	if check("list", err) && (len(list) != 1 || list[0].ID != done.ID || list[0].LastError() != "dead letter") {
-		t.Errorf("ListJobs(failed) = %+v", list)
-	}
-	list, err = a.ListJobs(ctx, queue.ListFilter{Kind: "other"})
-	if check("list", err) && (len(list) != 1 || list[0].ID != later.ID) {
-		t.Errorf("ListJobs(kind=other) = %+v", list)
-	}
-	stats, err := a.Stats(ctx)
-	if check("stats", err) {
 		counts := map[queue.JobState]int64{}
 		for _, s := range stats {
 			if s.Queue == "inspect" {
@@ -488,26 +613,66 @@ func testInspection(t *testing.T, h Harness) {
 			t.Errorf("Stats = %+v, want 1 failed and 1 scheduled on inspect", stats)
 		}
 	}
-	if check("retry", a.RetryJob(ctx, done.ID)) {
-		again := claimWithin(t, ctx, a, "inspect", "w", 1, time.Minute, 10*time.Second)[0]
-		if again.ID != done.ID || again.Attempt != 1 {
-			t.Errorf("retried dead letter claimed as %+v, want attempt 1 (fresh budget)", again)
-		}
-		finish(t, ctx, a, "w", queue.Outcome{ID: done.ID, Attempt: 1, State: queue.StateCompleted})
-		if err := a.RetryJob(ctx, done.ID); !errors.Is(err, queue.ErrJobState) {
-			t.Errorf("RetryJob(completed) = %v, want ErrJobState", err)
-		}
+	e, ok := a.(queue.JobEditor)
+	if !ok {
+		return
 	}
-	if check("cancel", a.CancelJob(ctx, later.ID)) {
-		if info := get(t, ctx, h, a, later.ID); info != nil && info.State != queue.StateCancelled {
-			t.Errorf("cancelled job is %s", info.State)
-		}
-		if err := a.CancelJob(ctx, later.ID); !errors.Is(err, queue.ErrJobState) {
-			t.Errorf("CancelJob twice = %v, want ErrJobState", err)
-		}
+	if err := e.RetryJob(ctx, done.ID); err != nil {
+		t.Fatal(err)
 	}
-	if check("delete", a.DeleteJob(ctx, later.ID)) {
-		absent(t, ctx, h, a, later.ID, "deleted job")
+	again := claimWithin(t, ctx, a, "inspect", "w", 1, time.Minute, 10*time.Second)[0]
+	if again.ID != done.ID || again.Attempt != 1 || again.Token <= c.Token {
+		t.Errorf("retried dead letter claimed as %+v, want attempt 1 (fresh budget) and a token above %d", again, c.Token)
+	}
+	finish(t, ctx, a, "w", out(again, queue.StateCompleted))
+	if err := e.RetryJob(ctx, done.ID); !errors.Is(err, queue.ErrJobState) {
+		t.Errorf("RetryJob(completed) = %v, want ErrJobState", err)
+	}
+	if err := e.CancelJob(ctx, later.ID); err != nil {
+		t.Fatal(err)
+	}
+	if info := get(t, ctx, a, later.ID); info != nil && info.State != queue.StateCancelled {
+		t.Errorf("cancelled job is %s", info.State)
+	}
+	if err := e.CancelJob(ctx, later.ID); !errors.Is(err, queue.ErrJobState) {
+		t.Errorf("CancelJob twice = %v, want ErrJobState", err)
+	}
+	if err := e.DeleteJob(ctx, later.ID); err != nil {
+		t.Fatal(err)
+	}
+	absent(t, ctx, a, later.ID, "deleted job")
+}
+
+// testRetryKeepsToken: an operator cancels a running job and retries it while
+// the cancelled execution still runs. The retry resets the retry budget but
+// not the token, so the cancelled execution cannot finish the new attempt.
+func testRetryKeepsToken(t *testing.T, h Harness) {
+	e, ok := h.New(t).(queue.JobEditor)
+	if !ok {
+		t.Skip("the backend is no queue.JobEditor")
+	}
+	ctx, a := ctxFor(t), e.(queue.Adapter)
+	j := newJob("cancelretry")
+	insert(t, ctx, a, j)
+	first := claimWithin(t, ctx, a, "cancelretry", "w", 1, time.Minute, 5*time.Second)[0]
+	if err := e.CancelJob(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RetryJob(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	second := claimWithin(t, ctx, a, "cancelretry", "w", 1, time.Minute, 10*time.Second)[0]
+	if second.Attempt != 1 || second.Token <= first.Token {
+		t.Fatalf("after retry: attempt %d token %d (first token %d); want attempt 1 and a larger token", second.Attempt, second.Token, first.Token)
+	}
+	if n := finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Token: first.Token, State: queue.StateCompleted, Result: []byte(`"cancelled execution"`)}); n != 0 {
+		t.Fatal("the cancelled execution finished the retried attempt")
+	}
+	if n := finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Token: second.Token, State: queue.StateCompleted, Result: []byte(`"retry"`)}); n != 1 {
+		t.Fatal("the retried execution could not finish")
+	}
+	if info := get(t, ctx, a, j.ID); info != nil && !strings.Contains(string(info.Result), "retry") {
+		t.Errorf("result %s, want the retried execution's", info.Result)
 	}
 }
 
@@ -572,7 +737,7 @@ func testWorker(t *testing.T, h Harness) {
 	if st := w.Stats(); st.Completed != 20 || st.Failed != 1 || st.Retried != 0 {
 		t.Errorf("worker stats %+v; want exactly 20 completed, 1 failed at once (Permanent), none retried", st)
 	}
-	if h.NoLookup {
+	if _, ok := a.(queue.JobReader); !ok {
 		return
 	}
 	for _, id := range append(ids, bad) {
@@ -581,7 +746,7 @@ func testWorker(t *testing.T, h Harness) {
 			want = queue.StateFailed
 		}
 		for {
-			info := get(t, ctx, h, a, id)
+			info := get(t, ctx, a, id)
 			if info.State == want {
 				break
 			}
@@ -591,7 +756,7 @@ func testWorker(t *testing.T, h Harness) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	if j := get(t, ctx, h, a, ids[7]); !strings.Contains(string(j.Result), "14") {
+	if j := get(t, ctx, a, ids[7]); !strings.Contains(string(j.Result), "14") {
 		t.Errorf("result of job 7 = %s, want 14", j.Result)
 	}
 }

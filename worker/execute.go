@@ -1,0 +1,144 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/tasqhq/tasq/queue"
+)
+
+// executor runs claimed jobs one after another until the fetch loop ends.
+// Executors live as long as the worker, so a job costs no goroutine start.
+// Handle runs on the executor itself: its slot stays taken until it returns,
+// even when it ignores its timeout, so Concurrency is a hard cap.
+func (w *Worker) executor(jobCtx context.Context) {
+	for {
+		w.idle.Add(1)
+		c, ok := <-w.ready
+		w.idle.Add(-1)
+		if !ok {
+			return
+		}
+		o, send := w.execute(jobCtx, c)
+		held := w.execs.returned(c.x)
+		w.poke(w.slotFreed)
+		if send && held {
+			w.send(o)
+		} else if send {
+			w.stats.stale.Add(1) // its claim was lost meanwhile; the backend would refuse it
+		}
+		w.jobs.Done()
+	}
+}
+
+// errLeaseLost is the cause of a Handle's context cancelled because the
+// worker learned that the job's claim is no longer its own.
+var errLeaseLost = errors.New("worker: the job's claim was lost (lease expired and rescued, or cancelled by an operator)")
+
+// execute runs one attempt and decides its outcome with the rules of package
+// queue. send is false when there is nothing to write.
+func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, send bool) {
+	j := c.x.job
+	log := jobLogger{w.log, jobCtx, j}
+	if c.err != nil {
+		// Bad input: this one job fails with the reason; the worker goes on.
+		log.Error("job cannot run; marking it failed", "err", errText(c.err))
+		return queue.Failed(j, c.err), true
+	}
+	x := c.run
+	if queue.Exhausted(j) {
+		// The last attempt was lost with its worker; nothing is left to try.
+		err := fmt.Errorf("%w: the last of %d attempts did not finish", queue.ErrLeaseExpired, j.MaxRetries+1)
+		w.runFailed(jobCtx, x, err, log)
+		return queue.Failed(j, err), true
+	}
+
+	hctx, cancel := context.WithCancelCause(jobCtx)
+	defer cancel(nil)
+	var deadline time.Time
+	if j.Timeout > 0 {
+		deadline = time.Now().Add(j.Timeout)
+		var cancelT context.CancelFunc
+		hctx, cancelT = context.WithDeadline(hctx, deadline)
+		defer cancelT()
+	}
+	if !w.execs.started(c.x, cancel, deadline) {
+		return o, false // lost before it started: another execution has it
+	}
+	result, err := w.attempt(hctx, x)
+
+	if err == nil {
+		return queue.Completed(j, result), true
+	}
+	switch cause := context.Cause(hctx); {
+	case errors.Is(cause, errLeaseLost):
+		log.Warn("job's claim was lost while it ran; its outcome is dropped", "err", errText(err))
+		return o, false
+	case w.stopping.Load() && errors.Is(cause, errShutdown):
+		// Cancelled by shutdown: hand back; the attempt does not count.
+		log.Warn("job interrupted by shutdown; handing it back")
+		w.stats.handedBack.Add(1)
+		return queue.HandBack(j, 0), true
+	}
+	if j.Timeout > 0 && errors.Is(hctx.Err(), context.DeadlineExceeded) && jobCtx.Err() == nil {
+		err = fmt.Errorf("%w after %v: %w", queue.ErrTimeout, j.Timeout, err)
+	}
+	if queue.IsCancel(err) {
+		log.Info("job cancelled by its task", "err", errText(err))
+		return queue.Cancelled(j, err), true
+	}
+	retry := queue.RetriesLeft(j) && w.shouldRetry(x, err, log)
+	o = queue.NextOutcome(j, nil, err, retry)
+	if o.State == queue.StateRetryable {
+		log.Warn("attempt failed; will retry", "err", o.Error, "retry_in", j.RetryDelay)
+		return o, true
+	}
+	log.Error("job failed", "err", o.Error)
+	w.runFailed(jobCtx, x, err, log)
+	return o, true
+}
+
+// attempt resolves the task's references and runs Handle (which encodes the
+// result), turning a panic anywhere in user code into an error wrapping
+// queue.ErrPanic.
+func (w *Worker) attempt(ctx context.Context, x *queue.Execution) (res json.RawMessage, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = nil, fmt.Errorf("%w: %v\n%s", queue.ErrPanic, p, debug.Stack())
+		}
+	}()
+	if w.cfg.Resolver != nil {
+		if err := w.cfg.Resolver.Resolve(ctx, x.Task(), x.Payload()); err != nil {
+			return nil, err
+		}
+	}
+	return x.Handle(ctx)
+}
+
+func (w *Worker) shouldRetry(x *queue.Execution, err error, log jobLogger) (retry bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("ShouldRetry panicked; retrying", "panic", fmt.Sprint(r))
+			retry = true
+		}
+	}()
+	return x.ShouldRetry(err)
+}
+
+func (w *Worker) runFailed(jobCtx context.Context, x *queue.Execution, err error, log jobLogger) {
+	if x == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(jobCtx, w.cfg.FailedHookTimeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("Failed hook panicked", "panic", fmt.Sprint(r))
+		}
+	}()
+	x.Failed(ctx, err)
+}
