@@ -27,7 +27,7 @@ var postgresFS embed.FS
 const MigrationsTable = "tasq_schema_migrations"
 
 // Latest is the newest schema version shipped in this build.
-const Latest uint = 1
+const Latest uint = 2
 
 // ErrNoVersion is returned by Version when no migration has been applied yet.
 var ErrNoVersion = errors.New("tasq: no migration applied yet; run `tasq migrate up`")

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"gorm.io/gorm"
 
@@ -71,31 +70,56 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 	return nil
 }
 
-// pgxExecer is what pgx.Tx, *pgx.Conn and *pgxpool.Conn share for inserts.
-type pgxExecer interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+// insertTxSQL is insertSQL for a caller's transaction, guarded by the
+// database's identity ($10 from tasq_instance, and $11 its name, which tells
+// apart databases cloned from one template): in a transaction on another
+// database it inserts nothing, and InsertTx reports that rather than store
+// jobs where this adapter's workers never look. It returns how many rows it
+// inserted.
+const insertTxSQL = `
+WITH ins AS (
+    INSERT INTO tasq_jobs (id, kind, queue, state, priority, payload, max_retries, retry_delay_ms, timeout_ms, run_at)
+    SELECT u.id, u.kind, u.queue,
+           CASE WHEN u.delay_ms > 0 THEN 'scheduled' ELSE 'available' END::tasq_job_state,
+           u.priority, u.payload::jsonb, u.max_retries, u.retry_delay_ms, u.timeout_ms,
+           now() + u.delay_ms * interval '1 millisecond'
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::int[], $7::bigint[], $8::bigint[], $9::bigint[])
+         AS u(id, kind, queue, priority, payload, max_retries, retry_delay_ms, timeout_ms, delay_ms)
+    WHERE EXISTS (SELECT 1 FROM tasq_instance WHERE id = $10) AND current_database() = $11
+    RETURNING queue, state
+), woken AS (
+    SELECT pg_notify('` + NotifyChannel + `', q.queue) FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q
+)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woken)`
+
+// sqlQuerier is what *sql.Tx and gorm's transaction connections share.
+type sqlQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// sqlExecer is what *sql.Tx and gorm's connection pools share for inserts.
-type sqlExecer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-}
-
-// InsertTx stores jobs inside the caller's transaction. tx may be a pgx.Tx,
-// a *sql.Tx (opened through the pgx stdlib driver) or a *gorm.DB (inside
-// db.Transaction or after db.Begin; on a plain *gorm.DB the insert commits on
-// its own). The jobs, and the NOTIFY that wakes workers, exist only once the
-// transaction commits.
+// InsertTx implements queue.TxInserter: it stores jobs inside the caller's
+// transaction, so that they (and the NOTIFY that wakes workers) exist only
+// once it commits. tx must be a transaction: a pgx.Tx, a *sql.Tx opened
+// through the pgx stdlib driver, or a *gorm.DB inside db.Transaction or after
+// db.Begin, on this adapter's database. A pool, a connection, a *gorm.DB
+// outside a transaction, or a transaction on another database is refused
+// with queue.ErrTxUnsupported and nothing is stored: any of them would
+// silently commit the jobs at once, or store them where no worker looks.
 func (a *Adapter) InsertTx(ctx context.Context, tx any, jobs []queue.NewJob) error {
 	if err := queue.CheckNewJobs(jobs); err != nil {
 		return err
 	}
+	args := append(insertArgs(jobs), pgUUID(a.instance), a.database)
+	var inserted, woken int64
 	var err error
 	switch t := tx.(type) {
 	case pgx.Tx:
-		_, err = t.Exec(ctx, insertSQL, insertArgs(jobs)...)
+		err = t.QueryRow(ctx, insertTxSQL, args...).Scan(&inserted, &woken)
 	case *sql.Tx:
-		_, err = t.ExecContext(ctx, insertSQL, insertArgs(jobs)...)
+		if t == nil {
+			return fmt.Errorf("%w: nil *sql.Tx", queue.ErrTxUnsupported)
+		}
+		err = t.QueryRowContext(ctx, insertTxSQL, args...).Scan(&inserted, &woken)
 	case *gorm.DB:
 		if t == nil {
 			return fmt.Errorf("%w: nil *gorm.DB", queue.ErrTxUnsupported)
@@ -103,18 +127,23 @@ func (a *Adapter) InsertTx(ctx context.Context, tx any, jobs []queue.NewJob) err
 		if name := t.Dialector.Name(); name != "postgres" {
 			return fmt.Errorf("%w: *gorm.DB uses the %q dialect; the postgres adapter needs a PostgreSQL connection", queue.ErrTxUnsupported, name)
 		}
-		pool, ok := t.WithContext(ctx).Statement.ConnPool.(sqlExecer)
-		if !ok {
-			return fmt.Errorf("%w: *gorm.DB connection %T cannot execute statements", queue.ErrTxUnsupported, t.Statement.ConnPool)
+		conn := t.WithContext(ctx).Statement.ConnPool
+		if _, inTx := conn.(gorm.TxCommitter); !inTx {
+			return fmt.Errorf("%w: this *gorm.DB is not inside a transaction (its jobs would commit at once); call DispatchTx inside db.Transaction(func(tx *gorm.DB) error { ... }) with that tx, or after db.Begin()", queue.ErrTxUnsupported)
 		}
-		_, err = pool.ExecContext(ctx, insertSQL, insertArgs(jobs)...)
-	case pgxExecer:
-		_, err = t.Exec(ctx, insertSQL, insertArgs(jobs)...)
+		q, ok := conn.(sqlQuerier)
+		if !ok {
+			return fmt.Errorf("%w: *gorm.DB connection %T cannot run queries", queue.ErrTxUnsupported, conn)
+		}
+		err = q.QueryRowContext(ctx, insertTxSQL, args...).Scan(&inserted, &woken)
 	default:
-		return fmt.Errorf("%w: %T (the postgres adapter takes pgx.Tx, *sql.Tx or *gorm.DB)", queue.ErrTxUnsupported, tx)
+		return fmt.Errorf("%w: %T is not a transaction (the postgres adapter takes pgx.Tx, *sql.Tx or a *gorm.DB inside a transaction; a pool or a connection would commit the jobs at once)", queue.ErrTxUnsupported, tx)
 	}
 	if err != nil {
 		return wrapErr("insert jobs in transaction", err)
+	}
+	if inserted != int64(len(jobs)) {
+		return fmt.Errorf("%w: the transaction is on another database than this adapter's (is the task routed to another driver? its jobs must be dispatched on that database)", queue.ErrTxUnsupported)
 	}
 	return nil
 }

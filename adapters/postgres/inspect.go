@@ -5,18 +5,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tasqhq/tasq/queue"
 )
 
 const jobColumns = `id, kind, queue, state::text, priority, payload, result, attempt, max_retries,
     retry_delay_ms, timeout_ms, run_at, dispatched_at, attempted_at, coalesce(attempted_by, ''),
-    lease_expires_at, finished_at, errors`
+    lease_expires_at, finished_at, errors, errors_omitted, claim_token`
 
 func scanJob(row pgx.Row) (*queue.JobInfo, error) {
 	var (
@@ -25,13 +27,24 @@ func scanJob(row pgx.Row) (*queue.JobInfo, error) {
 		result, errs       []byte
 		attempt, retries   int32
 		retryMS, timeoutMS int64
+		omitted            int32
+		runAt, dispatched  pgtype.Timestamptz
 	)
 	err := row.Scan(&j.ID, &j.Kind, &j.Queue, &state, &j.Priority, &j.Payload, &result, &attempt, &retries,
-		&retryMS, &timeoutMS, &j.RunAt, &j.DispatchedAt, &j.AttemptedAt, &j.AttemptedBy,
-		&j.LeaseExpiresAt, &j.FinishedAt, &errs)
+		&retryMS, &timeoutMS, &runAt, &dispatched, &j.AttemptedAt, &j.AttemptedBy,
+		&j.LeaseExpiresAt, &j.FinishedAt, &errs, &omitted, &j.Token)
 	if err != nil {
 		return nil, err
 	}
+	// A time at infinity (the column accepts it in rows stored before
+	// migration 2) reads as the zero time rather than failing the listing.
+	if runAt.InfinityModifier == pgtype.Finite {
+		j.RunAt = runAt.Time
+	}
+	if dispatched.InfinityModifier == pgtype.Finite {
+		j.DispatchedAt = dispatched.Time
+	}
+	j.ErrorsOmitted = int(omitted)
 	j.State = queue.JobState(state)
 	j.Attempt, j.MaxRetries = int(attempt), int(retries)
 	j.RetryDelay = time.Duration(retryMS) * time.Millisecond
@@ -136,8 +149,10 @@ WHERE id = $1 AND state::text = ANY($2) RETURNING queue`, id, states).Scan(&q)
 	return fmt.Errorf("%w: cannot %s job %s: it is %s (allowed from: %s)", queue.ErrJobState, op, id, j.State, strings.Join(states, ", "))
 }
 
-// RetryJob implements queue.Inspector: the job becomes available now with
-// its attempt count reset; its error history is kept.
+// RetryJob implements queue.JobEditor: the job becomes available now with
+// its attempt count (the retry budget) reset; its error history and its
+// claim token are kept, so an execution of it still running somewhere can
+// never finish the new attempt.
 func (a *Adapter) RetryJob(ctx context.Context, id uuid.UUID) error {
 	return a.changeState(ctx, "retry", id,
 		`state = 'available', attempt = 0, run_at = now(), finished_at = NULL, lease_expires_at = NULL`,
@@ -149,7 +164,8 @@ func (a *Adapter) RetryJob(ctx context.Context, id uuid.UUID) error {
 func (a *Adapter) CancelJob(ctx context.Context, id uuid.UUID) error {
 	return a.changeState(ctx, "cancel", id,
 		`state = 'cancelled', finished_at = now(), lease_expires_at = NULL,
-    errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', now(), 'error', 'cancelled by operator'))`,
+    errors = tasq_errors_append(errors, jsonb_build_object('attempt', attempt, 'at', now(), 'error', 'cancelled by operator'), `+strconv.Itoa(queue.MaxErrorHistory)+`),
+    errors_omitted = errors_omitted + CASE WHEN jsonb_array_length(errors) >= `+strconv.Itoa(queue.MaxErrorHistory)+` THEN 1 ELSE 0 END`,
 		queue.StateScheduled, queue.StateAvailable, queue.StateRunning, queue.StateRetryable)
 }
 

@@ -68,16 +68,18 @@ func TestWorkerStatementsKeepIndexPlans(t *testing.T) {
 	for i := range ids {
 		ids[i] = pgUUID(uuid.New())
 	}
-	ints, strs, nums := make([]int32, 500), make([]string, 500), make([]int64, 500)
+	ints, strs, nums, bools := make([]int32, 500), make([]string, 500), make([]int64, 500), make([]bool, 500)
 	for name, c := range map[string]struct {
 		sql  string
 		args []any
 		want []string
 	}{
-		"finish":  {finishSQL, []any{ids, ints, strs, strs, strs, nums, "w"}, []string{"Function Scan on u", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
-		"claim":   {claimSQL, []any{"default", 2000, "w", int64(30000)}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
-		"promote": {promoteSQL, []any{maintainBatch}, []string{"tasq_jobs_due_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
-		"rescue":  {rescueSQL, []any{maintainBatch}, []string{"tasq_jobs_lease_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"finish":       {finishSQL, []any{ids, nums, strs, strs, strs, nums, bools, ints, "w", 20}, []string{"Function Scan on u", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"claim":        {claimSQL, []any{"default", 2000, "w", int64(30000), nil}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"claim kinds":  {claimSQL, []any{"default", 2000, "w", int64(30000), []string{"k", "other"}}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"extend lease": {extendSQL, []any{ids, nums, "w", int64(30000)}, []string{"Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"promote":      {promoteSQL, []any{maintainBatch}, []string{"tasq_jobs_due_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"rescue":       {rescueSQL, []any{maintainBatch, "lease expired {worker}", 20}, []string{"tasq_jobs_lease_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 	} {
 		plan := explainPinned(t, conn, c.sql, c.args...)
 		for _, w := range c.want {

@@ -16,7 +16,9 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasqhq/tasq/queue"
@@ -42,12 +44,22 @@ func init() {
 // Adapter is the PostgreSQL adapter. It implements queue.Adapter and
 // queue.Notifier and is safe for concurrent use.
 type Adapter struct {
-	pool    *pgxpool.Pool
-	ownPool bool
+	pool     *pgxpool.Pool
+	ownPool  bool
+	instance uuid.UUID // tasq_instance.id and current_database(): which database this is
+	database string
 }
 
-var _ queue.Adapter = (*Adapter)(nil)
-var _ queue.Notifier = (*Adapter)(nil)
+// The capabilities the PostgreSQL adapter has: all of them.
+var (
+	_ queue.Adapter     = (*Adapter)(nil)
+	_ queue.TxInserter  = (*Adapter)(nil)
+	_ queue.Notifier    = (*Adapter)(nil)
+	_ queue.Maintainer  = (*Adapter)(nil)
+	_ queue.JobReader   = (*Adapter)(nil)
+	_ queue.JobEditor   = (*Adapter)(nil)
+	_ queue.StatsReader = (*Adapter)(nil)
+)
 
 // New connects to the database at url (a postgres:// URL or key=value DSN),
 // checks that it answers and that the TasQ schema is migrated, and returns an
@@ -84,14 +96,23 @@ func NewFromPool(ctx context.Context, pool *pgxpool.Pool) (*Adapter, error) {
 		return nil, fmt.Errorf("tasq/postgres: cannot reach PostgreSQL at %s (database %q): %w; check TASQ_DATABASE_URL and that the server is running",
 			net.JoinHostPort(c.Host, fmt.Sprint(c.Port)), c.Database, err)
 	}
-	var ok bool
-	if err := pool.QueryRow(ctx, `SELECT to_regclass('tasq_jobs') IS NOT NULL`).Scan(&ok); err != nil {
+	var jobs, instance bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass('tasq_jobs') IS NOT NULL, to_regclass('tasq_instance') IS NOT NULL`).Scan(&jobs, &instance); err != nil {
 		return nil, fmt.Errorf("tasq/postgres: check schema: %w", err)
 	}
-	if !ok {
+	if !jobs {
 		return nil, fmt.Errorf("%w (database %q has no tasq_jobs table)", queue.ErrNotMigrated, pool.Config().ConnConfig.Database)
 	}
-	return &Adapter{pool: pool}, nil
+	if !instance {
+		return nil, fmt.Errorf("%w (database %q has an older TasQ schema: migration 2 adds claim tokens)", queue.ErrNotMigrated, pool.Config().ConnConfig.Database)
+	}
+	a := &Adapter{pool: pool}
+	var id pgtype.UUID
+	if err := pool.QueryRow(ctx, `SELECT id, current_database() FROM tasq_instance`).Scan(&id, &a.database); err != nil {
+		return nil, wrapErr("read tasq_instance", err)
+	}
+	a.instance = uuid.UUID(id.Bytes)
+	return a, nil
 }
 
 // Name returns "postgres".

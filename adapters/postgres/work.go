@@ -2,40 +2,57 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tasqhq/tasq/queue"
 )
 
-// claimSQL takes up to $2 available jobs of queue $1, highest priority and
-// oldest first, skipping rows other workers have locked, and leases them to
-// worker $3 for $4 milliseconds. It uses tasq_jobs_claim_idx.
+// claimSQL takes up to $2 available jobs of queue $1 (of the kinds in $5,
+// when it is not null), highest priority and oldest first, skipping rows
+// other workers have locked, and leases them to worker $3 for $4
+// milliseconds under a new claim token. It uses tasq_jobs_claim_idx.
+// attempt is capped below the integer maximum (and the schema's CHECK) so
+// that no stored value can make the claim of a whole queue fail; such a row
+// comes back exhausted and the worker fails it.
 const claimSQL = `
 WITH picked AS (
     SELECT id FROM tasq_jobs
-    WHERE state = 'available' AND queue = $1
+    WHERE state = 'available' AND queue = $1 AND ($5::text[] IS NULL OR kind = ANY($5::text[]))
     ORDER BY priority DESC, run_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasq_jobs AS j
-SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = $3,
-    lease_expires_at = now() + $4 * interval '1 millisecond'
+SET state = 'running', attempt = least(j.attempt, 2147483645) + 1, claim_token = j.claim_token + 1,
+    attempted_at = now(), attempted_by = $3, lease_expires_at = now() + $4 * interval '1 millisecond'
 FROM picked
 WHERE j.id = picked.id
-RETURNING j.id, j.kind, j.queue, j.payload, j.priority, j.attempt, j.max_retries, j.retry_delay_ms, j.timeout_ms, j.dispatched_at`
+RETURNING j.id, j.claim_token, j.kind, j.queue, j.payload, j.priority, j.attempt, j.max_retries, j.retry_delay_ms, j.timeout_ms, j.dispatched_at`
 
-// Claim implements queue.Source.
-func (a *Adapter) Claim(ctx context.Context, queueName, workerID string, limit int, lease time.Duration) ([]*queue.Job, error) {
-	if limit <= 0 {
+// maxDurationMS is the longest duration, in milliseconds, a time.Duration holds.
+const maxDurationMS = int64(math.MaxInt64 / int64(time.Millisecond))
+
+// Claim implements queue.Source. A row whose values the worker cannot use
+// (a dispatch time at infinity, a duration beyond time.Duration) comes back
+// with Job.Invalid set, so it fails alone.
+func (a *Adapter) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue.Job, error) {
+	if req.Limit <= 0 {
 		return nil, nil
 	}
-	jobs := make([]*queue.Job, 0, limit)
+	var kinds []string // nil: any kind
+	if len(req.Kinds) > 0 {
+		kinds = req.Kinds
+	}
+	jobs := make([]*queue.Job, 0, req.Limit)
 	err := a.pinned(ctx, func(rows pgx.Rows) error {
 		for rows.Next() {
 			var (
@@ -43,18 +60,28 @@ func (a *Adapter) Claim(ctx context.Context, queueName, workerID string, limit i
 				id                 pgtype.UUID
 				retryMS, timeoutMS int64
 				attempt, retries   int32
+				dispatched         pgtype.Timestamptz
 			)
-			if err := rows.Scan(&id, &j.Kind, &j.Queue, &j.Payload, &j.Priority, &attempt, &retries, &retryMS, &timeoutMS, &j.DispatchedAt); err != nil {
+			if err := rows.Scan(&id, &j.Token, &j.Kind, &j.Queue, &j.Payload, &j.Priority, &attempt, &retries, &retryMS, &timeoutMS, &dispatched); err != nil {
 				return err
 			}
 			j.ID = uuid.UUID(id.Bytes)
 			j.Attempt, j.MaxRetries = int(attempt), int(retries)
+			switch {
+			case dispatched.InfinityModifier != pgtype.Finite:
+				j.Invalid = fmt.Errorf("tasq/postgres: job %s has dispatched_at at infinity, which no job can have", j.ID)
+			case retryMS < 0 || retryMS > maxDurationMS || timeoutMS < 0 || timeoutMS > maxDurationMS:
+				j.Invalid = fmt.Errorf("tasq/postgres: job %s has retry_delay_ms %d / timeout_ms %d, out of range", j.ID, retryMS, timeoutMS)
+			case retries < 0:
+				j.Invalid = fmt.Errorf("tasq/postgres: job %s has max_retries %d, below zero", j.ID, retries)
+			}
+			j.DispatchedAt = dispatched.Time
 			j.RetryDelay = time.Duration(retryMS) * time.Millisecond
 			j.Timeout = time.Duration(timeoutMS) * time.Millisecond
 			jobs = append(jobs, &j)
 		}
 		return nil
-	}, claimSQL, queueName, limit, workerID, lease.Milliseconds())
+	}, claimSQL, req.Queue, req.Limit, req.WorkerID, req.Lease.Milliseconds(), kinds)
 	if err != nil {
 		return nil, wrapErr("claim jobs", err)
 	}
@@ -64,25 +91,28 @@ func (a *Adapter) Claim(ctx context.Context, queueName, workerID string, limit i
 // finishSQL applies a batch of outcomes in one statement (after
 // pinnedPlanSQL, which makes it one primary-key lookup per outcome; the state
 // check is written state::text so that the running-jobs index cannot be
-// chosen instead). The WHERE clause is
-// the completion guard: only the attempt that worker $7 claimed, and only
-// while the job is still running, can be finished. Handing a job back
-// (available/scheduled) un-counts the attempt. It returns one row: how many
-// outcomes applied, and the queues that got jobs back (to wake their workers).
+// chosen instead). The WHERE clause is the completion guard: only the
+// execution that worker $9 claimed under token u.token, and only while the
+// job is still running, can finish it. What each outcome does was decided in
+// Go (queue.Outcome's methods): finishes sets finished_at, uncount takes a
+// handed-back attempt back, delay_ms >= 0 sets run_at. It returns one row:
+// how many outcomes applied, and the queues that got jobs back (to wake
+// their workers).
 const finishSQL = `
 WITH done AS (
     UPDATE tasq_jobs AS j SET
         state = u.state::tasq_job_state,
-        result = CASE WHEN u.state = 'completed' THEN NULLIF(u.result, '')::jsonb ELSE j.result END,
-        attempt = CASE WHEN u.state IN ('available', 'scheduled') THEN j.attempt - 1 ELSE j.attempt END,
-        run_at = CASE WHEN u.state IN ('retryable', 'scheduled') THEN now() + u.delay_ms * interval '1 millisecond' ELSE j.run_at END,
-        finished_at = CASE WHEN u.state IN ('completed', 'failed', 'cancelled') THEN now() END,
+        result = CASE WHEN u.result <> '' THEN u.result::jsonb ELSE j.result END,
+        attempt = j.attempt - u.uncount,
+        run_at = CASE WHEN u.delay_ms >= 0 THEN now() + u.delay_ms * interval '1 millisecond' ELSE j.run_at END,
+        finished_at = CASE WHEN u.finishes THEN now() END,
         lease_expires_at = NULL,
         errors = CASE WHEN u.error = '' THEN j.errors
-                 ELSE j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', now(), 'error', u.error)) END
-    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-         AS u(id, attempt, state, result, error, delay_ms)
-    WHERE j.id = u.id AND j.attempt = u.attempt AND j.state::text = 'running' AND j.attempted_by = $7
+                 ELSE tasq_errors_append(j.errors, jsonb_build_object('attempt', j.attempt, 'at', now(), 'error', u.error), $10) END,
+        errors_omitted = j.errors_omitted + CASE WHEN u.error <> '' AND jsonb_array_length(j.errors) >= $10 THEN 1 ELSE 0 END
+    FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bool[], $8::int[])
+         AS u(id, token, state, result, error, delay_ms, finishes, uncount)
+    WHERE j.id = u.id AND j.claim_token = u.token AND j.state::text = 'running' AND j.attempted_by = $9
     RETURNING j.queue, j.state
 )
 SELECT count(*), coalesce(array_agg(DISTINCT queue) FILTER (WHERE state = 'available'), '{}') FROM done`
@@ -119,27 +149,69 @@ func (a *Adapter) pinned(ctx context.Context, scan func(pgx.Rows) error, sql str
 	return a.pool.SendBatch(ctx, b).Close()
 }
 
-// Finish implements queue.Source.
+// Finish implements queue.Source. When the batch statement fails on a value
+// PostgreSQL cannot store (SQLSTATE classes 22 and 23), the outcomes are
+// written one by one, and each one that still fails is stored as
+// queue.FailedUnstorable, so a poison outcome fails its own job only.
 func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.Outcome) (int, error) {
 	if len(outcomes) == 0 {
 		return 0, nil
 	}
+	for i := range outcomes {
+		if err := outcomes[i].Check(); err != nil {
+			return 0, fmt.Errorf("tasq/postgres: %w", err)
+		}
+	}
+	n, err := a.finish(ctx, workerID, outcomes)
+	if err == nil || !isDataError(err) {
+		return n, err
+	}
+	applied := 0
+	for _, o := range outcomes {
+		n, err := a.finish(ctx, workerID, []queue.Outcome{o})
+		if err != nil && isDataError(err) {
+			n, err = a.finish(ctx, workerID, []queue.Outcome{queue.FailedUnstorable(o, err)})
+		}
+		if err != nil {
+			return applied, err
+		}
+		applied += n
+	}
+	return applied, nil
+}
+
+// isDataError reports whether err is PostgreSQL refusing a value: data
+// exceptions (class 22) and integrity violations (class 23).
+func isDataError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23"))
+}
+
+func (a *Adapter) finish(ctx context.Context, workerID string, outcomes []queue.Outcome) (int, error) {
 	n := len(outcomes)
 	ids := make([]pgtype.UUID, n)
-	attempts := make([]int32, n)
+	tokens := make([]int64, n)
 	states := make([]string, n)
 	results := make([]string, n)
 	errs := make([]string, n)
 	delays := make([]int64, n)
+	finishes := make([]bool, n)
+	uncount := make([]int32, n)
 	for i := range outcomes {
 		o := &outcomes[i]
-		switch o.State {
-		case queue.StateCompleted, queue.StateRetryable, queue.StateFailed, queue.StateCancelled, queue.StateAvailable, queue.StateScheduled:
-		default:
-			return 0, fmt.Errorf("tasq/postgres: outcome for job %s has state %q, which no attempt can end in", o.ID, o.State)
+		ids[i], tokens[i], states[i] = pgUUID(o.ID), o.Token, string(o.State)
+		results[i], errs[i] = string(o.Result), o.Error
+		if errs[i] != "" {
+			errs[i] = queue.CleanErrorText(errs[i])
 		}
-		ids[i], attempts[i], states[i] = pgUUID(o.ID), int32(o.Attempt), string(o.State)
-		results[i], errs[i], delays[i] = string(o.Result), o.Error, o.Delay.Milliseconds()
+		delays[i] = -1
+		if o.RunsAgain() {
+			delays[i] = o.Delay.Milliseconds()
+		}
+		finishes[i] = o.Finishes()
+		if !o.Counts() {
+			uncount[i] = 1
+		}
 	}
 	var applied int64
 	var wake []string
@@ -148,7 +220,7 @@ func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.
 			return rows.Err()
 		}
 		return rows.Scan(&applied, &wake)
-	}, finishSQL, ids, attempts, states, results, errs, delays, workerID)
+	}, finishSQL, ids, tokens, states, results, errs, delays, finishes, uncount, workerID, queue.MaxErrorHistory)
 	if err != nil {
 		return 0, wrapErr("finish jobs", err)
 	}
@@ -171,18 +243,44 @@ func (a *Adapter) notify(ctx context.Context, queues map[string]bool) {
 	_ = a.pool.SendBatch(ctx, b).Close()
 }
 
+// extendSQL renews the leases that worker $3 still holds under their tokens
+// and returns the ones it does not.
+const extendSQL = `
+WITH l AS (SELECT * FROM unnest($1::uuid[], $2::bigint[]) AS l(id, token)),
+renewed AS (
+    UPDATE tasq_jobs AS j SET lease_expires_at = now() + $4 * interval '1 millisecond'
+    FROM l
+    WHERE j.id = l.id AND j.claim_token = l.token AND j.state::text = 'running' AND j.attempted_by = $3
+    RETURNING j.id, j.claim_token
+)
+SELECT l.id, l.token FROM l WHERE NOT EXISTS (SELECT 1 FROM renewed r WHERE r.id = l.id AND r.claim_token = l.token)`
+
 // ExtendLeases implements queue.Source.
-func (a *Adapter) ExtendLeases(ctx context.Context, workerID string, ids []uuid.UUID, lease time.Duration) error {
-	if len(ids) == 0 {
+func (a *Adapter) ExtendLeases(ctx context.Context, workerID string, leases []queue.Lease, d time.Duration) ([]queue.Lease, error) {
+	if len(leases) == 0 {
+		return nil, nil
+	}
+	ids := make([]pgtype.UUID, len(leases))
+	tokens := make([]int64, len(leases))
+	for i, l := range leases {
+		ids[i], tokens[i] = pgUUID(l.ID), l.Token
+	}
+	var lost []queue.Lease
+	err := a.pinned(ctx, func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id pgtype.UUID
+			var token int64
+			if err := rows.Scan(&id, &token); err != nil {
+				return err
+			}
+			lost = append(lost, queue.Lease{ID: uuid.UUID(id.Bytes), Token: token})
+		}
 		return nil
-	}
-	err := a.pinned(ctx, func(pgx.Rows) error { return nil }, `
-UPDATE tasq_jobs SET lease_expires_at = now() + $3 * interval '1 millisecond'
-WHERE id = ANY($1) AND state = 'running' AND attempted_by = $2`, pgUUIDs(ids), workerID, lease.Milliseconds())
+	}, extendSQL, ids, tokens, workerID, d.Milliseconds())
 	if err != nil {
-		return wrapErr("extend leases", err)
+		return nil, wrapErr("extend leases", err)
 	}
-	return nil
+	return lost, nil
 }
 
 // maintainBatch bounds the rows one maintenance statement moves, so a huge
@@ -214,29 +312,29 @@ WITH expired AS (
     UPDATE tasq_jobs AS j SET
         state = 'available',
         lease_expires_at = NULL,
-        errors = j.errors || jsonb_build_array(jsonb_build_object(
-            'attempt', j.attempt, 'at', now(),
-            'error', 'lease expired: worker ' || coalesce(j.attempted_by, '?') || ' stopped renewing it (crashed or killed?)'))
+        errors = tasq_errors_append(j.errors, jsonb_build_object(
+            'attempt', j.attempt, 'at', now(), 'error', replace($2, '{worker}', coalesce(j.attempted_by, '?'))), $3),
+        errors_omitted = j.errors_omitted + CASE WHEN jsonb_array_length(j.errors) >= $3 THEN 1 ELSE 0 END
     FROM expired WHERE j.id = expired.id
     RETURNING j.queue
 )
 SELECT q.queue, q.n FROM (SELECT queue, count(*) AS n FROM moved GROUP BY queue) AS q,
        LATERAL (SELECT pg_notify('` + NotifyChannel + `', q.queue)) AS notified`
 
-// Maintain implements queue.Source: due scheduled/retryable jobs become
+// Maintain implements queue.Maintainer: due scheduled/retryable jobs become
 // available, and running jobs whose lease expired are handed back (the
 // attempt they used still counts). Both notify the queues they touch.
 func (a *Adapter) Maintain(ctx context.Context) (promoted, rescued int, err error) {
 	if promoted, err = a.countByQueue(ctx, promoteSQL); err != nil {
 		return 0, 0, wrapErr("promote due jobs", err)
 	}
-	if rescued, err = a.countByQueue(ctx, rescueSQL); err != nil {
+	if rescued, err = a.countByQueue(ctx, rescueSQL, queue.LeaseExpiredText("{worker}"), queue.MaxErrorHistory); err != nil {
 		return promoted, 0, wrapErr("rescue expired jobs", err)
 	}
 	return promoted, rescued, nil
 }
 
-func (a *Adapter) countByQueue(ctx context.Context, sql string) (int, error) {
+func (a *Adapter) countByQueue(ctx context.Context, sql string, args ...any) (int, error) {
 	total := 0
 	err := a.pinned(ctx, func(rows pgx.Rows) error {
 		for rows.Next() {
@@ -248,7 +346,7 @@ func (a *Adapter) countByQueue(ctx context.Context, sql string) (int, error) {
 			total += int(n)
 		}
 		return nil
-	}, sql, maintainBatch)
+	}, sql, append([]any{maintainBatch}, args...)...)
 	return total, err
 }
 

@@ -80,7 +80,13 @@ func run(ctx context.Context, n int, dur, latFor time.Duration, rate, runs int) 
 	if err := command(ctx, filepath.Join(root, "bench/peers/river"), "go", "build", "-o", riverBin, ".").Run(); err != nil {
 		return fmt.Errorf("build the River peer: %w", err)
 	}
-	if err := command(ctx, root, tasqBin, "migrate", "up", "--database-url", url).Run(); err != nil {
+	// The URL carries the throwaway server's password: it reaches the
+	// children through their environment, never their command lines (which
+	// every local user can read with ps).
+	if err := os.Setenv("TASQ_DATABASE_URL", url); err != nil {
+		return err
+	}
+	if err := command(ctx, root, tasqBin, "migrate", "up").Run(); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	type mode struct {
@@ -99,9 +105,9 @@ func run(ctx context.Context, n int, dur, latFor time.Duration, rate, runs int) 
 				var args []string
 				var bin string
 				if sys == "tasq" {
-					bin, args = tasqBin, append([]string{"bench", "--mode", m.name, "--json", "--database-url", url}, m.tasq...)
+					bin, args = tasqBin, append([]string{"bench", "--mode", m.name, "--json"}, m.tasq...)
 				} else {
-					bin, args = riverBin, append([]string{"--mode", m.name, "--json", "--database-url", url}, m.peer...)
+					bin, args = riverBin, append([]string{"--mode", m.name, "--json"}, m.peer...)
 				}
 				fmt.Fprintf(os.Stderr, "\n== %s %s\n", sys, m.name)
 				r, err := runOne(ctx, root, bin, args)

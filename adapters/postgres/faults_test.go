@@ -1,0 +1,234 @@
+package postgres_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	gormpg "gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/tasqhq/tasq/adapters/postgres"
+	"github.com/tasqhq/tasq/internal/testpg"
+	"github.com/tasqhq/tasq/queue"
+)
+
+func newAdapter(t *testing.T) (*postgres.Adapter, string) {
+	t.Helper()
+	dsn := testpg.NewDatabase(t)
+	a, err := postgres.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	return a, dsn
+}
+
+func job(q string) queue.NewJob {
+	return queue.NewJob{ID: uuid.Must(uuid.NewV7()), Kind: "k", Queue: q, Payload: []byte(`{}`), MaxRetries: 3, RetryDelay: time.Second}
+}
+
+// Defect 10: rows stored before the schema's CHECKs (or by hand) with a
+// dispatch time at infinity, or an attempt at the integer maximum, must not
+// stop the claim of their batch or their queue: they come back Invalid, the
+// good rows come back as usual.
+func TestUnreadableRowsDoNotStopTheClaim(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, _ := newAdapter(t)
+	// Rows like these predate migration 2's CHECKs (which are NOT VALID, so
+	// they stay); drop the CHECKs to store them as an old table would hold them.
+	for _, q := range []string{
+		`ALTER TABLE tasq_jobs DROP CONSTRAINT tasq_jobs_times_finite`,
+		`ALTER TABLE tasq_jobs DROP CONSTRAINT tasq_jobs_attempt_range`,
+	} {
+		if _, err := a.Pool().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var good []queue.NewJob
+	for range 19 {
+		good = append(good, job("bad-rows"))
+	}
+	if err := a.Insert(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	inf, maxed := uuid.New(), uuid.New()
+	if _, err := a.Pool().Exec(ctx, `INSERT INTO tasq_jobs (id, kind, queue, dispatched_at, attempt, max_retries) VALUES
+		($1, 'k', 'bad-rows', 'infinity', 0, 3), ($2, 'k', 'bad-rows', now(), 2147483647, 3)`, inf, maxed); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := a.Claim(ctx, queue.ClaimRequest{Queue: "bad-rows", WorkerID: "w", Limit: 100, Lease: time.Minute})
+	if err != nil {
+		t.Fatalf("one bad row failed the claim of its whole queue: %v", err)
+	}
+	if len(jobs) != 21 {
+		t.Fatalf("claimed %d of 21", len(jobs))
+	}
+	for _, j := range jobs {
+		switch j.ID {
+		case inf:
+			if j.Invalid == nil || !strings.Contains(j.Invalid.Error(), "infinity") {
+				t.Errorf("row with dispatched_at infinity: Invalid = %v", j.Invalid)
+			}
+		case maxed:
+			// Its attempt is capped, so the claim works; the worker fails it
+			// as exhausted (attempt far beyond max_retries).
+			if !queue.Exhausted(j) {
+				t.Errorf("row with attempt at the maximum claimed as %+v, want exhausted", j)
+			}
+		default:
+			if j.Invalid != nil {
+				t.Errorf("good row marked invalid: %v", j.Invalid)
+			}
+		}
+	}
+	// The listing reads the same rows without failing.
+	list, err := a.ListJobs(ctx, queue.ListFilter{Queue: "bad-rows", Limit: 100})
+	if err != nil || len(list) != 21 {
+		t.Fatalf("ListJobs over the bad rows: %d rows, %v", len(list), err)
+	}
+}
+
+// The schema refuses the values no job can have, for new rows.
+func TestSchemaRefusesImpossibleValues(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, _ := newAdapter(t)
+	for name, q := range map[string]string{
+		"infinite dispatch":  `INSERT INTO tasq_jobs (id, kind, dispatched_at) VALUES (gen_random_uuid(), 'k', 'infinity')`,
+		"infinite run_at":    `INSERT INTO tasq_jobs (id, kind, run_at) VALUES (gen_random_uuid(), 'k', '-infinity')`,
+		"attempt at maximum": `INSERT INTO tasq_jobs (id, kind, attempt) VALUES (gen_random_uuid(), 'k', 2147483647)`,
+		"negative token":     `INSERT INTO tasq_jobs (id, kind, claim_token) VALUES (gen_random_uuid(), 'k', -1)`,
+	} {
+		if _, err := a.Pool().Exec(ctx, q); err == nil {
+			t.Errorf("%s: stored", name)
+		}
+	}
+}
+
+// Defect 11: DispatchTx with something that is not a transaction, or a
+// transaction on another database, stores nothing and says why.
+func TestInsertTxRefusesWhatIsNotItsTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, dsn := newAdapter(t)
+	other, otherDSN := newAdapter(t)
+	_ = other
+
+	conn, err := a.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	rawConn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rawConn.Close(ctx)
+	gdb, err := gorm.Open(gormpg.Open(dsn), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sqlDB.Close()
+	otherTx, err := pgx.Connect(ctx, otherDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer otherTx.Close(ctx)
+	tx, err := otherTx.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+
+	for name, handle := range map[string]any{
+		"*pgxpool.Pool":            a.Pool(),
+		"*pgxpool.Conn":            conn,
+		"*pgx.Conn":                rawConn,
+		"*gorm.DB outside a tx":    gdb,
+		"*sql.DB":                  sqlDB,
+		"tx on another database":   tx,
+		"a string":                 "BEGIN",
+		"nil *sql.Tx":              (*sql.Tx)(nil),
+		"nil *gorm.DB":             (*gorm.DB)(nil),
+		"gorm.DB on another db tx": nil, // filled below
+	} {
+		if handle == nil {
+			continue
+		}
+		j := job("txrefuse")
+		err := a.InsertTx(ctx, handle, []queue.NewJob{j})
+		if !errors.Is(err, queue.ErrTxUnsupported) {
+			t.Errorf("%s: InsertTx = %v, want ErrTxUnsupported", name, err)
+		}
+		if _, err := a.GetJob(ctx, j.ID); !errors.Is(err, queue.ErrJobNotFound) {
+			t.Errorf("%s: the job was stored (%v)", name, err)
+		}
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := other.Pool().QueryRow(ctx, `SELECT count(*) FROM tasq_jobs`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("the other database holds %d jobs (%v), want none", n, err)
+	}
+	// A *gorm.DB inside a transaction is accepted.
+	j := job("txrefuse")
+	if err := gdb.Transaction(func(gtx *gorm.DB) error { return a.InsertTx(ctx, gtx, []queue.NewJob{j}) }); err != nil {
+		t.Fatalf("*gorm.DB inside Transaction: %v", err)
+	}
+	if _, err := a.GetJob(ctx, j.ID); err != nil {
+		t.Errorf("committed gorm transaction's job: %v", err)
+	}
+}
+
+// Defect 13: the error history is capped, keeping the first entry, the
+// newest ones and a count of the dropped ones.
+func TestErrorHistoryIsCapped(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, _ := newAdapter(t)
+	j := job("history")
+	j.MaxRetries = 1000
+	if err := a.Insert(ctx, []queue.NewJob{j}); err != nil {
+		t.Fatal(err)
+	}
+	const attempts = 50
+	for i := 1; i <= attempts; i++ {
+		jobs, err := a.Claim(ctx, queue.ClaimRequest{Queue: "history", WorkerID: "w", Limit: 1, Lease: time.Minute})
+		if err != nil || len(jobs) != 1 {
+			t.Fatalf("claim %d: %v %d", i, err, len(jobs))
+		}
+		o := queue.Outcome{ID: j.ID, Token: jobs[0].Token, State: queue.StateAvailable, Error: fmt.Sprintf("failure %d %s", i, strings.Repeat("x", 4000))}
+		if n, err := a.Finish(ctx, "w", []queue.Outcome{o}); err != nil || n != 1 {
+			t.Fatalf("finish %d: %d %v", i, n, err)
+		}
+	}
+	info, err := a.GetJob(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Errors) != queue.MaxErrorHistory || info.ErrorsOmitted != attempts-queue.MaxErrorHistory {
+		t.Fatalf("history of %d entries, %d omitted; want %d and %d", len(info.Errors), info.ErrorsOmitted, queue.MaxErrorHistory, attempts-queue.MaxErrorHistory)
+	}
+	if !strings.HasPrefix(info.Errors[0].Error, "failure 1 ") || !strings.HasPrefix(info.LastError(), fmt.Sprintf("failure %d ", attempts)) ||
+		!strings.HasPrefix(info.Errors[1].Error, fmt.Sprintf("failure %d ", attempts-queue.MaxErrorHistory+2)) {
+		t.Errorf("kept entries: first %.12q, second %.12q, last %.12q", info.Errors[0].Error, info.Errors[1].Error, info.LastError())
+	}
+	if info.Token != attempts {
+		t.Errorf("claim token %d after %d claims", info.Token, attempts)
+	}
+}
