@@ -232,3 +232,23 @@ func TestErrorHistoryIsCapped(t *testing.T) {
 		t.Errorf("claim token %d after %d claims", info.Token, attempts)
 	}
 }
+
+// A database or role that does not exist is reported as such, not as a
+// server that is down.
+func TestConnectErrorsSayWhatIsWrong(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testpg.NewDatabase(t)
+	u, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noDB := fmt.Sprintf("postgres://%s:%s@%s:%d/no_such_db?sslmode=disable", u.User, u.Password, u.Host, u.Port)
+	if _, err := postgres.New(ctx, noDB); err == nil || !strings.Contains(err.Error(), `no database "no_such_db"`) {
+		t.Errorf("missing database: %v", err)
+	}
+	noRole := fmt.Sprintf("postgres://nobody_here:x@%s:%d/%s?sslmode=disable", u.Host, u.Port, u.Database)
+	if _, err := postgres.New(ctx, noRole); err == nil || !strings.Contains(err.Error(), `refused user "nobody_here"`) {
+		t.Errorf("missing role: %v", err)
+	}
+}

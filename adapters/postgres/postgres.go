@@ -93,8 +93,20 @@ func NewFromPool(ctx context.Context, pool *pgxpool.Pool) (*Adapter, error) {
 	}
 	if err := pool.Ping(ctx); err != nil {
 		c := pool.Config().ConnConfig
+		addr := net.JoinHostPort(c.Host, fmt.Sprint(c.Port))
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			// The server answered: say what it refused, not that it is down.
+			switch pgErr.Code {
+			case "3D000":
+				return nil, fmt.Errorf("tasq/postgres: PostgreSQL at %s has no database %q: %w; create it (createdb %s) or fix the database in TASQ_DATABASE_URL", addr, c.Database, err, c.Database)
+			case "28000", "28P01":
+				return nil, fmt.Errorf("tasq/postgres: PostgreSQL at %s refused user %q: %w; check the user and password in TASQ_DATABASE_URL (does the role exist?)", addr, c.User, err)
+			}
+			return nil, fmt.Errorf("tasq/postgres: PostgreSQL at %s (database %q) refused the connection: %w", addr, c.Database, err)
+		}
 		return nil, fmt.Errorf("tasq/postgres: cannot reach PostgreSQL at %s (database %q): %w; check TASQ_DATABASE_URL and that the server is running",
-			net.JoinHostPort(c.Host, fmt.Sprint(c.Port)), c.Database, err)
+			addr, c.Database, err)
 	}
 	var jobs, instance bool
 	if err := pool.QueryRow(ctx, `SELECT to_regclass('tasq_jobs') IS NOT NULL, to_regclass('tasq_instance') IS NOT NULL`).Scan(&jobs, &instance); err != nil {

@@ -2,19 +2,28 @@
 // installed on the machine (initdb, pg_ctl, postgres), for tests and demos that
 // need a real database but have no Docker and no TASQ_DATABASE_URL.
 //
-// A cluster lives in a fresh directory under os.TempDir(), listens only on
-// 127.0.0.1 (and a unix socket inside that directory), trusts every local
-// connection as the "postgres" superuser, and is removed by Stop. When the
-// process runs as root, the cluster runs as the "postgres" OS user, because
-// PostgreSQL refuses to run as root.
+// A cluster lives in a fresh directory under os.TempDir() (mode 0700, owned by
+// the user the server runs as), listens only on 127.0.0.1 and on a unix socket
+// inside that directory, and is removed by Stop. Every connection, over TCP or
+// the socket, must authenticate with SCRAM-SHA-256 as the "postgres" superuser
+// with a password made from crypto/rand for that cluster alone; the URLs that
+// DSN, DSNFor and CreateDatabase return carry it. Other users of the machine
+// can neither guess it nor reach the socket. When the process runs as root,
+// the cluster runs as the "postgres" OS user, because PostgreSQL refuses to run
+// as root.
 //
 // A process that dies without calling Stop leaves its cluster behind; the next
 // Start on the machine finds such clusters (their owner process is gone), stops
-// them and removes their directories.
+// them and removes their directories. It touches only directories that it
+// could have made itself (owned by this user, or by root or the "postgres" user
+// when it runs as root; not symlinks; writable by nobody else), and stops a
+// server only after /proc shows that the process named in its postmaster.pid
+// is a postgres serving that very directory.
 package localpg
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -42,6 +51,13 @@ const dirPrefix = "tasq-localpg-"
 
 // ownerFile, inside a cluster's directory, holds the pid of the process that started it.
 const ownerFile = "owner.pid"
+
+// passwordFile, inside a cluster's directory, holds the superuser's password
+// while initdb runs; it is removed right after.
+const passwordFile = "pwfile"
+
+// superuser is the role initdb creates and the URLs name.
+const superuser = "postgres"
 
 // Options configures Start.
 type Options struct {
@@ -71,7 +87,10 @@ type Server struct {
 	logFile string
 	port    int
 	runAs   *runAs // nil when the binaries run as the current user
-	logf    func(format string, args ...any)
+	// password is the superuser's password, random for each cluster; it is
+	// what keeps other local users out of the cluster.
+	password string
+	logf     func(format string, args ...any)
 
 	stopOnce sync.Once
 	stopErr  error
@@ -111,12 +130,13 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("localpg: create temporary directory: %w; check that os.TempDir() (%s) is writable or set TMPDIR", err, os.TempDir())
 	}
 	s := &Server{
-		bins:    bins,
-		dir:     dir,
-		dataDir: filepath.Join(dir, "data"),
-		logFile: filepath.Join(dir, "server.log"),
-		runAs:   ra,
-		logf:    logf,
+		bins:     bins,
+		dir:      dir,
+		dataDir:  filepath.Join(dir, "data"),
+		logFile:  filepath.Join(dir, "server.log"),
+		runAs:    ra,
+		password: newPassword(),
+		logf:     logf,
 	}
 	if err := s.prepareDir(); err != nil {
 		_ = os.RemoveAll(dir)
@@ -139,14 +159,18 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 }
 
 // DSN returns the URL of the cluster's "postgres" database as the "postgres"
-// superuser, e.g. postgres://postgres@127.0.0.1:54321/postgres?sslmode=disable.
+// superuser, with the cluster's password, e.g.
+// postgres://postgres:PASSWORD@127.0.0.1:54321/postgres?sslmode=disable.
+// The URL is a secret: whoever has it controls the cluster and can run
+// commands as the server's OS user.
 func (s *Server) DSN() string { return s.DSNFor("postgres") }
 
-// DSNFor returns the URL of database db on the cluster as the "postgres" superuser.
+// DSNFor returns the URL of database db on the cluster as the "postgres"
+// superuser, with the cluster's password (see DSN).
 func (s *Server) DSNFor(db string) string {
 	u := url.URL{
 		Scheme:   "postgres",
-		User:     url.User("postgres"),
+		User:     url.UserPassword(superuser, s.password),
 		Host:     net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)),
 		Path:     "/" + db,
 		RawQuery: "sslmode=disable",
@@ -197,11 +221,16 @@ func (s *Server) Stop() error {
 	return s.stopErr
 }
 
-// prepareDir makes the temporary directory usable by the user the server runs as
-// and records the owner pid for reapStale.
+// prepareDir records the owner pid for reapStale and makes the temporary
+// directory private to the user the server runs as: it holds the unix socket,
+// so only that user (and root) may reach the server through it.
 func (s *Server) prepareDir() error {
 	if err := os.WriteFile(filepath.Join(s.dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		return fmt.Errorf("localpg: write owner file: %w", err)
+	}
+	// os.MkdirTemp already uses 0700; say so explicitly, whatever the umask.
+	if err := os.Chmod(s.dir, 0o700); err != nil {
+		return fmt.Errorf("localpg: chmod %s: %w", s.dir, err)
 	}
 	if s.runAs == nil {
 		return nil
@@ -209,25 +238,66 @@ func (s *Server) prepareDir() error {
 	if err := checkTraversable(filepath.Dir(s.dir)); err != nil {
 		return err
 	}
-	if err := os.Chmod(s.dir, 0o700); err != nil {
-		return fmt.Errorf("localpg: chmod %s: %w", s.dir, err)
-	}
 	if err := os.Chown(s.dir, s.runAs.uid, s.runAs.gid); err != nil {
 		return fmt.Errorf("localpg: give %s to the %q user: %w", s.dir, s.runAs.name, err)
 	}
 	return nil
 }
 
+// initdb creates the cluster with password authentication (SCRAM-SHA-256)
+// for every connection, local and TCP, and the superuser's password taken from
+// a file that only the server's user can read and that is removed afterwards.
 func (s *Server) initdb(ctx context.Context) error {
 	began := time.Now()
+	pwfile, err := s.writePasswordFile()
+	if err != nil {
+		return err
+	}
 	out, err := s.run(ctx, s.bins.initdb,
-		"-D", s.dataDir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
+		"-D", s.dataDir, "-U", superuser, "--auth=scram-sha-256", "--pwfile="+pwfile,
+		"-E", "UTF8", "--locale=C", "--no-sync")
+	if rerr := os.Remove(pwfile); rerr != nil && err == nil {
+		return fmt.Errorf("localpg: remove the password file %s: %w; remove it by hand", pwfile, rerr)
+	}
 	if err != nil {
 		return fmt.Errorf("localpg: initdb failed: %w\n%s", err, tail(out, 20))
 	}
 	s.logf("localpg: initdb took %s", time.Since(began).Round(time.Millisecond))
 	return nil
 }
+
+// writePasswordFile writes the superuser's password into a new file in the
+// cluster's directory, readable and writable only by the server's user, and
+// returns its path.
+func (s *Server) writePasswordFile() (path string, err error) {
+	path = filepath.Join(s.dir, passwordFile)
+	// O_EXCL: never write the password through something already there.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("localpg: create the password file: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("localpg: write the password file: %w", cerr)
+		}
+		if err != nil {
+			_ = os.Remove(path)
+		}
+	}()
+	if s.runAs != nil {
+		if err := f.Chown(s.runAs.uid, s.runAs.gid); err != nil {
+			return "", fmt.Errorf("localpg: give the password file to the %q user: %w", s.runAs.name, err)
+		}
+	}
+	if _, err := f.WriteString(s.password + "\n"); err != nil {
+		return "", fmt.Errorf("localpg: write the password file: %w", err)
+	}
+	return path, nil
+}
+
+// newPassword returns a random password: 128 bits from crypto/rand, in
+// base32 characters that need no escaping in a URL or a password file.
+func newPassword() string { return rand.Text() }
 
 // startWithFreePort picks a free port and starts the server on it, trying again
 // with another port when something else took it in between.
@@ -262,6 +332,8 @@ func (s *Server) startOn(ctx context.Context, port int, fast bool) error {
 		"-c listen_addresses=127.0.0.1",
 		"-p " + strconv.Itoa(port),
 		"-k " + shellQuote(s.dir),
+		"-c unix_socket_permissions=0700",
+		"-c password_encryption=scram-sha-256",
 		"-c max_connections=200",
 	}
 	if fast {
@@ -352,30 +424,6 @@ func stopCluster(ctx context.Context, bins binaries, ra *runAs, dataDir, mode st
 		return fmt.Errorf("localpg: pg_ctl stop -m %s for %s failed: %w\n%s; stop the postgres process by hand (its pid is the first line of postmaster.pid)", mode, dataDir, err, tail(out, 10))
 	}
 	return nil
-}
-
-// reapStale stops and removes clusters left behind by processes that died
-// without calling Stop. Failures are only reported through logf.
-func reapStale(ctx context.Context, bins binaries, ra *runAs, logf func(string, ...any)) {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
-	for _, dir := range dirs {
-		b, err := os.ReadFile(filepath.Join(dir, ownerFile))
-		if err != nil {
-			continue // not ours, or still being created
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 0 || processAlive(pid) {
-			continue
-		}
-		logf("localpg: removing cluster %s left behind by process %d", dir, pid)
-		if err := stopCluster(ctx, bins, ra, filepath.Join(dir, "data"), "immediate"); err != nil {
-			logf("localpg: %v", err)
-			continue
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			logf("localpg: remove %s: %v", dir, err)
-		}
-	}
 }
 
 // checkTraversable reports an error when the server's user could not reach

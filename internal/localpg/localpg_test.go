@@ -71,13 +71,16 @@ func TestStartCreateDatabaseStop(t *testing.T) {
 	if !strings.HasPrefix(s.dir, tmp+string(filepath.Separator)+dirPrefix) {
 		t.Errorf("cluster dir %s is not under os.TempDir() %s", s.dir, tmp)
 	}
-	dsnRE := regexp.MustCompile(`^postgres://postgres@127\.0\.0\.1:(\d+)/postgres\?sslmode=disable$`)
+	dsnRE := regexp.MustCompile(`^postgres://postgres:([A-Z2-7]{26,})@127\.0\.0\.1:(\d+)/postgres\?sslmode=disable$`)
 	m := dsnRE.FindStringSubmatch(s.DSN())
 	if m == nil {
-		t.Fatalf("DSN() = %q, want postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable", s.DSN())
+		t.Fatalf("DSN() = %q, want postgres://postgres:PASSWORD@127.0.0.1:PORT/postgres?sslmode=disable", s.DSN())
 	}
-	if m[1] != strconv.Itoa(s.port) {
-		t.Errorf("DSN port %s, server port %d", m[1], s.port)
+	if m[1] != s.password {
+		t.Errorf("DSN password is not the cluster's")
+	}
+	if m[2] != strconv.Itoa(s.port) {
+		t.Errorf("DSN port %s, server port %d", m[2], s.port)
 	}
 
 	if got := queryString(t, ctx, s.DSN(), "SHOW listen_addresses"); got != "127.0.0.1" {
@@ -195,6 +198,9 @@ func TestStartReapsClustersOfDeadProcesses(t *testing.T) {
 	}
 	if err := orphan.Stop(); err != nil {
 		t.Errorf("Stop of an already reaped cluster: %v, want nil", err)
+	}
+	if orphan.password == s.password {
+		t.Error("two clusters have the same password; want a random one for each")
 	}
 }
 

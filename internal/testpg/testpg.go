@@ -20,7 +20,8 @@
 //  2. A postgres:15-alpine container through testcontainers-go, when a Docker
 //     engine answers within two seconds.
 //  3. A throwaway cluster from the local PostgreSQL binaries (package localpg),
-//     e.g. after `apt-get install -y postgresql`.
+//     e.g. after `apt-get install -y postgresql`. It asks for a random
+//     password, which AdminDSN and the DSNs of NewDatabase carry.
 //
 // If none can be had, Main prints why and returns a non-zero code: tests that
 // need PostgreSQL fail loudly rather than skip. Main stops the server it started
@@ -183,7 +184,8 @@ func setUp(ctx context.Context, log *slog.Logger) (*harness, error) {
 			"Fix one of them: export %s=postgres://USER:PASS@HOST:PORT/DB?sslmode=disable (a user with CREATEDB), start Docker, or run `apt-get install -y postgresql`",
 			EnvDatabaseURL, strings.Join(reasons, "\n"), EnvDatabaseURL)
 	}
-	log.Info("local PostgreSQL started", "dsn", srv.DSN(), "took", time.Since(began).Round(time.Millisecond))
+	// The URL carries the cluster's password, which keeps other local users out.
+	log.Info("local PostgreSQL started", "dsn", redact(srv.DSN()), "took", time.Since(began).Round(time.Millisecond))
 	h, err := newHarness(ctx, "local PostgreSQL binaries", srv.DSN(), srv.Stop, log)
 	if err != nil {
 		return nil, errors.Join(err, srv.Stop())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -209,4 +210,28 @@ func TestMainRejectsUserWithoutCreateDB(t *testing.T) {
 		t.Errorf("output does not explain the missing privilege:\n%s", out)
 	}
 	t.Logf("child output:\n%s", out)
+}
+
+// TestLocalServerPasswordNotLogged checks that Main's log shows the local
+// cluster's URL without its password, which is all that keeps other local
+// users out of the cluster.
+func TestLocalServerPasswordNotLogged(t *testing.T) {
+	if os.Getenv(testpg.EnvDatabaseURL) != "" {
+		t.Skip("the child would use TASQ_DATABASE_URL too")
+	}
+	// An empty TASQ_DATABASE_URL counts as unset: the child starts a server,
+	// logs (it runs with -test.v), runs no test and stops the server.
+	out, err := runSelf(t, "", "^$")
+	if err != nil {
+		t.Fatalf("child failed: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "local PostgreSQL started") {
+		t.Skipf("the child did not use the local binaries (a Docker engine answered?):\n%s", out)
+	}
+	if leaked := regexp.MustCompile(`postgres://postgres:[A-Z2-7]{26,}@`).FindString(out); leaked != "" {
+		t.Errorf("the child logged the local server's password (%s...):\n%s", leaked[:25], out)
+	}
+	if !strings.Contains(out, "postgres://postgres:xxxxx@127.0.0.1:") {
+		t.Errorf("the child did not log the redacted URL:\n%s", out)
+	}
 }
