@@ -290,6 +290,41 @@ type StatsReader interface {
 	Stats(ctx context.Context) ([]QueueStat, error)
 }
 
+// WorkerInfo describes a running worker, as a WorkerRegistry keeps it.
+type WorkerInfo struct {
+	ID        string
+	Queues    []string
+	Kinds     []string // the task kinds it can run
+	Host      string
+	PID       int
+	StartedAt time.Time
+	SeenAt    time.Time // its last heartbeat
+}
+
+// WorkerRegistry is the capability of backends that keep a list of running
+// workers. A worker registers on start and on every heartbeat; its entry
+// lapses ttl after the last one, and is removed on a clean stop.
+type WorkerRegistry interface {
+	RegisterWorker(ctx context.Context, w WorkerInfo, ttl time.Duration) error
+	UnregisterWorker(ctx context.Context, id string) error
+	Workers(ctx context.Context) ([]WorkerInfo, error)
+}
+
+// UnservedKind is a kind of available job on a queue that no live worker
+// serves: its jobs wait until a worker that knows the kind comes up.
+type UnservedKind struct {
+	Queue  string
+	Kind   string
+	Count  int64
+	Oldest time.Time // run_at of the oldest
+}
+
+// UnservedReader is the capability of backends that can list available jobs
+// no live worker can take (see WorkerRegistry).
+type UnservedReader interface {
+	Unserved(ctx context.Context) ([]UnservedKind, error)
+}
+
 // Inspector is everything the tasq jobs and stats commands use.
 type Inspector interface {
 	JobReader

@@ -3,6 +3,8 @@ package worker
 import (
 	"context"
 	"time"
+
+	"github.com/tasqhq/tasq/queue"
 )
 
 // heartbeat renews, every third of the lease, the leases of running
@@ -20,6 +22,32 @@ func (w *Worker) heartbeat(bg context.Context) {
 		}
 		w.renew(bg)
 		w.reportStuck(bg)
+		w.register(bg)
+	}
+}
+
+// register records this worker in the backend's list of running workers,
+// where it has one, so that operators see which kinds no live worker takes.
+func (w *Worker) register(bg context.Context) {
+	r, ok := w.src.(queue.WorkerRegistry)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(bg, w.cfg.LeaseDuration/3)
+	defer cancel()
+	if err := r.RegisterWorker(ctx, w.info, w.cfg.LeaseDuration); err != nil && bg.Err() == nil {
+		w.log.WarnContext(bg, "cannot register the worker in the backend's worker list", "err", err)
+	}
+}
+
+// unregister removes this worker from the list at a clean stop.
+func (w *Worker) unregister(ctx context.Context) {
+	if r, ok := w.src.(queue.WorkerRegistry); ok {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := r.UnregisterWorker(ctx, w.cfg.ID); err != nil {
+			w.log.WarnContext(ctx, "cannot remove the worker from the backend's worker list", "err", err)
+		}
 	}
 }
 

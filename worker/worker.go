@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,7 @@ type Worker struct {
 
 	claimed atomic.Int64
 	stats   counters
+	info    queue.WorkerInfo // as registered with a queue.WorkerRegistry
 }
 
 type counters struct {
@@ -147,6 +149,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	fetchCtx, stopFetch := context.WithCancel(ctx)
 	defer stopFetch()
 
+	host, _ := os.Hostname()
+	w.info = queue.WorkerInfo{ID: w.cfg.ID, Queues: w.cfg.Queues, Kinds: kinds, Host: host, PID: os.Getpid()}
+	w.register(bg)
+	defer w.unregister(ctx)
 	w.log.InfoContext(ctx, "worker starting", "queues", w.cfg.Queues, "concurrency", w.cfg.Concurrency, "kinds", len(kinds))
 	var completers sync.WaitGroup
 	for range completerCount {

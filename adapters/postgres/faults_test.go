@@ -252,3 +252,57 @@ func TestConnectErrorsSayWhatIsWrong(t *testing.T) {
 		t.Errorf("missing role: %v", err)
 	}
 }
+
+// Defect 7: jobs that no running worker can take are visible, by queue and
+// kind, with the oldest; a worker that knows the kind makes them disappear
+// from the list, and so does its lapse bring them back.
+func TestUnservedKindsAreVisible(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, _ := newAdapter(t)
+	old, newer := job("deploy"), job("deploy")
+	old.Kind, newer.Kind = "OldKind", "NewKind"
+	if err := a.Insert(ctx, []queue.NewJob{old, newer}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RegisterWorker(ctx, queue.WorkerInfo{ID: "old-release", Queues: []string{"deploy"}, Kinds: []string{"OldKind"}}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	un, err := a.Unserved(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(un) != 1 || un[0].Kind != "NewKind" || un[0].Queue != "deploy" || un[0].Count != 1 || un[0].Oldest.IsZero() {
+		t.Fatalf("Unserved = %+v, want only NewKind on deploy", un)
+	}
+	if err := a.RegisterWorker(ctx, queue.WorkerInfo{ID: "new-release", Queues: []string{"deploy"}, Kinds: []string{"OldKind", "NewKind"}}, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if un, err := a.Unserved(ctx); err != nil || len(un) != 0 {
+		t.Fatalf("with the new release up: Unserved = %+v, %v; want none", un, err)
+	}
+	ws, err := a.Workers(ctx)
+	if err != nil || len(ws) != 2 {
+		t.Fatalf("Workers = %+v, %v", ws, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		un, err := a.Unserved(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(un) == 1 && un[0].Kind == "NewKind" {
+			break // the new release's entry lapsed
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the new release's entry lapsed: Unserved = %+v", un)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := a.UnregisterWorker(ctx, "old-release"); err != nil {
+		t.Fatal(err)
+	}
+	if un, _ := a.Unserved(ctx); len(un) != 2 {
+		t.Errorf("with no worker: Unserved = %+v, want both kinds", un)
+	}
+}

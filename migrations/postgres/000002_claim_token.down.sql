@@ -1,3 +1,4 @@
+DROP TABLE IF EXISTS tasq_workers;
 DROP TABLE IF EXISTS tasq_instance;
 ALTER TABLE tasq_jobs DROP CONSTRAINT IF EXISTS tasq_jobs_durations_range;
 ALTER TABLE tasq_jobs DROP CONSTRAINT IF EXISTS tasq_jobs_attempt_range;

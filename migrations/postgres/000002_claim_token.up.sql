@@ -66,3 +66,19 @@ CREATE TABLE tasq_instance (
 );
 INSERT INTO tasq_instance DEFAULT VALUES;
 COMMENT ON TABLE tasq_instance IS 'one row: a random id for this TasQ database';
+
+-- tasq_workers lists running workers: what they serve, and until when they
+-- count as alive (each refreshes its row on its heartbeat and deletes it on
+-- a clean stop). `tasq stats` uses it to show available jobs that no live
+-- worker can take, as in a rolling deploy before the new release is up.
+CREATE TABLE tasq_workers (
+    id          text        PRIMARY KEY,
+    queues      text[]      NOT NULL,
+    kinds       text[]      NOT NULL,
+    host        text        NOT NULL DEFAULT '',
+    pid         integer     NOT NULL DEFAULT 0,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    seen_at     timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL
+);
+COMMENT ON TABLE tasq_workers IS 'running TasQ workers, refreshed by their heartbeat; a row past expires_at is a worker gone';
