@@ -18,7 +18,8 @@
 //
 // Models are fetched with one query per table (WHERE pk IN (...)), the tables
 // of one task concurrently: a task holding 100 users costs one round trip,
-// not 100.
+// not 100. The queries are built with GORM's clause builders, so they work
+// on whatever database the *gorm.DB speaks (PostgreSQL, MySQL, MariaDB, ...).
 //
 // Without GORM, Ref[T, K] is an explicit reference with a loader function
 // (see RegisterLoader); it works the same for pgx or database/sql users.
@@ -32,10 +33,13 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
 
 	"github.com/tasqhq/tasq/queue"
@@ -65,7 +69,7 @@ var (
 type ModelNotFoundError struct {
 	Field string // the task field
 	Table string
-	Key   string // the primary key, as column=value pairs
+	Key   string // the primary key, as column=value pairs (text values quoted)
 }
 
 func (e *ModelNotFoundError) Error() string {
@@ -120,6 +124,7 @@ func (c *Codec) Register(models ...any) error {
 
 var (
 	gormModelType = reflect.TypeFor[gorm.Model]()
+	timeType      = reflect.TypeFor[time.Time]()
 	tablerType    = reflect.TypeFor[schema.Tabler]()
 )
 
@@ -275,7 +280,12 @@ func (c *Codec) Encode(task any) ([]byte, error) {
 	for _, mf := range p.fields {
 		fv := sv.Field(mf.index)
 		if mf.kind == refField {
-			continue // Ref encodes itself
+			ref, err := c.encodeRef(fv.Interface().(refValue))
+			if err != nil {
+				return nil, fmt.Errorf("ormref: field %s: %w", mf.name, err)
+			}
+			fields[mf.jsonName] = ref
+			continue
 		}
 		ref, err := c.encodeField(mf, fv)
 		if err != nil {
@@ -320,6 +330,23 @@ func (c *Codec) encodeField(mf modelField, fv reflect.Value) (json.RawMessage, e
 		}
 		return json.Marshal(refs)
 	}
+}
+
+// encodeRef encodes a Ref field with its "$table": the table its loader was
+// registered with, or the one it was decoded with when this codec has no
+// loader for it.
+func (c *Codec) encodeRef(r refValue) (json.RawMessage, error) {
+	c.mu.RLock()
+	l, ok := c.loaders[r.target()]
+	c.mu.RUnlock()
+	table := r.tableName()
+	if ok {
+		table = l.table
+	}
+	if table == "" {
+		return nil, fmt.Errorf("%w: %s; register it on the dispatching codec too (ormref.RegisterLoader), so that the reference names its table", ErrNoLoader, r.target())
+	}
+	return r.encodeAs(table)
 }
 
 // refOf builds {"$table": table, <pk json name>: value, ...} for one model value.
@@ -459,49 +486,47 @@ func (c *Codec) load(ctx context.Context, b *batch) error {
 	if err != nil {
 		return queue.Permanent(err)
 	}
-	keyOf := func(v reflect.Value) ([]any, string) {
-		vals := make([]any, len(s.PrimaryFields))
-		parts := make([]string, len(s.PrimaryFields))
-		for i, pf := range s.PrimaryFields {
-			vals[i], _ = pf.ValueOf(ctx, v)
-			parts[i] = fmt.Sprintf("%s=%v", pf.DBName, vals[i])
-		}
-		return vals, strings.Join(parts, ",")
-	}
-	var keys [][]any
+	var keys []any // one per distinct row: the value, or []any of the values for a composite key
+	want := make([]string, len(b.targets))
 	seen := map[string]bool{}
-	for _, t := range b.targets {
+	for i, t := range b.targets {
 		for _, pf := range s.PrimaryFields {
 			if _, zero := pf.ValueOf(ctx, t.ptr.Elem()); zero {
 				return queue.Permanent(fmt.Errorf("%w: field %s refers to %s with %s unset", ErrZeroPrimaryKey, t.field, s.Table, pf.Name))
 			}
 		}
-		vals, k := keyOf(t.ptr.Elem())
-		if !seen[k] {
-			seen[k] = true
+		vals, k, err := rowKey(ctx, s, t.ptr.Elem())
+		if err != nil {
+			return queue.Permanent(fmt.Errorf("ormref: field %s: %w", t.field, err))
+		}
+		want[i] = k
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if len(vals) == 1 {
+			keys = append(keys, vals[0])
+		} else {
 			keys = append(keys, vals)
 		}
 	}
-	rows := reflect.New(reflect.SliceOf(reflect.PointerTo(b.model)))
-	q := c.db.WithContext(ctx).Model(reflect.New(b.model).Interface())
+	// The key columns go through clause builders, so that each dialect
+	// quotes them its own way ("id" for PostgreSQL, `id` for MySQL).
+	in := clause.IN{Values: keys}
 	if len(s.PrimaryFields) == 1 {
-		flat := make([]any, len(keys))
-		for i, k := range keys {
-			flat[i] = k[0]
-		}
-		q = q.Where(fmt.Sprintf("%s IN ?", quote(s.PrimaryFields[0].DBName)), flat)
+		in.Column = clause.Column{Name: s.PrimaryFields[0].DBName}
 	} else {
-		cols := make([]string, len(s.PrimaryFields))
+		cols := make([]clause.Column, len(s.PrimaryFields))
 		for i, pf := range s.PrimaryFields {
-			cols[i] = quote(pf.DBName)
+			cols[i] = clause.Column{Name: pf.DBName}
 		}
-		q = q.Where(fmt.Sprintf("(%s) IN ?", strings.Join(cols, ", ")), keys)
+		in.Column = cols
 	}
+	rows := reflect.New(reflect.SliceOf(reflect.PointerTo(b.model)))
+	q := c.db.WithContext(ctx).Model(reflect.New(b.model).Interface()).Clauses(clause.Where{Exprs: []clause.Expression{in}})
 	if err := q.Find(rows.Interface()).Error; err != nil {
 		err = fmt.Errorf("ormref: load %s: %w", s.Table, err)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "42") {
-			// Class 42 (undefined table or column, no privilege): no retry will fix it.
+		if unloadable(err) {
 			return queue.Permanent(fmt.Errorf("%w; the worker cannot load this table", err))
 		}
 		return err
@@ -509,18 +534,82 @@ func (c *Codec) load(ctx context.Context, b *batch) error {
 	found := map[string]reflect.Value{}
 	for i := range rows.Elem().Len() {
 		r := rows.Elem().Index(i)
-		_, k := keyOf(r.Elem())
+		_, k, err := rowKey(ctx, s, r.Elem())
+		if err != nil {
+			return queue.Permanent(fmt.Errorf("ormref: load %s: %w", s.Table, err))
+		}
 		found[k] = r
 	}
-	for _, t := range b.targets {
-		_, k := keyOf(t.ptr.Elem())
-		r, ok := found[k]
+	for i, t := range b.targets {
+		r, ok := found[want[i]]
 		if !ok {
-			return queue.Permanent(&ModelNotFoundError{Field: t.field, Table: s.Table, Key: k})
+			return queue.Permanent(&ModelNotFoundError{Field: t.field, Table: s.Table, Key: displayKey(ctx, s, t.ptr.Elem())})
 		}
 		t.ptr.Elem().Set(r.Elem())
 	}
 	return nil
 }
 
-func quote(ident string) string { return `"` + strings.ReplaceAll(ident, `"`, `""`) + `"` }
+// rowKey returns the primary key values of model value v, and a map key
+// that is equal for two rows exactly when every key value is: the values
+// JSON-encoded as one array, so that no text inside a key (a comma, an
+// equals sign, a quote) can make two different keys look alike. Pointers
+// count as what they point to; times as the instant, whatever the zone.
+func rowKey(ctx context.Context, s *schema.Schema, v reflect.Value) ([]any, string, error) {
+	vals := make([]any, len(s.PrimaryFields))
+	norm := make([]any, len(s.PrimaryFields))
+	for i, pf := range s.PrimaryFields {
+		vals[i], _ = pf.ValueOf(ctx, v)
+		norm[i] = vals[i]
+		if rv := reflect.Indirect(reflect.ValueOf(vals[i])); rv.IsValid() && rv.Type() == timeType {
+			norm[i] = rv.Interface().(time.Time).UTC()
+		}
+	}
+	b, err := json.Marshal(norm)
+	if err != nil {
+		return nil, "", fmt.Errorf("primary key of %s cannot be compared: %w", s.Table, err)
+	}
+	return vals, string(b), nil
+}
+
+// displayKey formats the primary key of model value v for error messages, as
+// column=value pairs; text values are quoted, so that commas and equals signs
+// inside them read unambiguously.
+func displayKey(ctx context.Context, s *schema.Schema, v reflect.Value) string {
+	parts := make([]string, len(s.PrimaryFields))
+	for i, pf := range s.PrimaryFields {
+		val, _ := pf.ValueOf(ctx, v)
+		if rv := reflect.Indirect(reflect.ValueOf(val)); rv.IsValid() {
+			val = rv.Interface()
+		}
+		if str, ok := val.(string); ok {
+			parts[i] = fmt.Sprintf("%s=%q", pf.DBName, str)
+		} else {
+			parts[i] = fmt.Sprintf("%s=%v", pf.DBName, val)
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// unloadable reports whether err says that the table cannot be read at all —
+// it or a key column is missing, or the user may not read it — so that no
+// retry will help. Each database says so in its own way.
+func unloadable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// Class 42: syntax error or access rule violation (undefined table
+		// or column, insufficient privilege).
+		return strings.HasPrefix(pgErr.Code, "42")
+	}
+	var myErr *mysql.MySQLError
+	if errors.As(err, &myErr) {
+		switch myErr.Number {
+		case 1146, // ER_NO_SUCH_TABLE
+			1054, // ER_BAD_FIELD_ERROR: unknown column
+			1142, // ER_TABLEACCESS_DENIED_ERROR
+			1143: // ER_COLUMNACCESS_DENIED_ERROR
+			return true
+		}
+	}
+	return false
+}

@@ -19,13 +19,15 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/tasqhq/tasq/adapters/postgres"
+	"github.com/tasqhq/tasq/internal/testmain"
+	"github.com/tasqhq/tasq/internal/testmysql"
 	"github.com/tasqhq/tasq/internal/testpg"
 	"github.com/tasqhq/tasq/ormref"
 	"github.com/tasqhq/tasq/queue"
 	"github.com/tasqhq/tasq/worker"
 )
 
-func TestMain(m *testing.M) { os.Exit(testpg.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testmain.Chain(m, testpg.Main, testmysql.Main)) }
 
 // User is a realistic model: the kind of row a welcome email needs.
 type User struct {
@@ -423,8 +425,9 @@ func TestRefWithLoaderForPgxUsers(t *testing.T) {
 	pool.Exec(e.ctx, `UPDATE customers SET name = 'New name' WHERE id = 1`)
 	pool.Exec(e.ctx, `DELETE FROM customers WHERE id = 2`)
 	j, _ := e.a.GetJob(e.ctx, id)
-	if !strings.Contains(string(j.Payload), `"Customer": {"key": 1}`) {
-		t.Errorf("payload %s", j.Payload)
+	var payload struct{ Customer map[string]any }
+	if err := json.Unmarshal(j.Payload, &payload); err != nil || payload.Customer["$table"] != "customers" || payload.Customer["key"] != float64(1) {
+		t.Errorf("payload %s; want Customer as {$table: customers, key: 1}", j.Payload)
 	}
 
 	reg := queue.NewRegistry()

@@ -14,6 +14,12 @@ import (
 // a task field of type Ref[T, K] travels as {"$table": ..., "key": ...} and
 // is loaded, by the loader registered for T, before Handle runs.
 //
+// The codec writes "$table" at dispatch from the table the loader for T was
+// registered with (see RegisterLoader), so the dispatching codec needs the
+// loader too; at resolve, a reference whose "$table" names another table
+// fails with ErrTableMismatch. Payloads written without "$table" (by older
+// versions, or by plain encoding/json) still decode and load.
+//
 //	type SendInvoice struct {
 //		Customer ormref.Ref[Customer, int64]
 //	}
@@ -59,6 +65,16 @@ func (r *Ref[T, K]) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+func (r Ref[T, K]) target() reflect.Type { return reflect.TypeFor[T]() }
+
+func (r Ref[T, K]) tableName() string { return r.table }
+
+// encodeAs encodes the reference with table as its "$table".
+func (r Ref[T, K]) encodeAs(table string) ([]byte, error) {
+	r.table = table
+	return r.MarshalJSON()
+}
+
 func (r *Ref[T, K]) resolve(ctx context.Context, c *Codec, field string) error {
 	var zero K
 	if r.key == zero {
@@ -70,6 +86,9 @@ func (r *Ref[T, K]) resolve(ctx context.Context, c *Codec, field string) error {
 	c.mu.RUnlock()
 	if !ok {
 		return queue.Permanent(fmt.Errorf("%w: %s (field %s); register one with ormref.RegisterLoader", ErrNoLoader, t, field))
+	}
+	if r.table != "" && r.table != l.table {
+		return queue.Permanent(fmt.Errorf("%w: field %s was dispatched as a row of %q, but the loader for %s reads %q; the worker cannot load it", ErrTableMismatch, field, r.table, t, l.table))
 	}
 	v, err := l.load(ctx, r.key)
 	if errors.Is(err, ErrModelNotFound) || (err == nil && v == nil) {
@@ -91,7 +110,18 @@ type resolvable interface {
 	resolve(ctx context.Context, c *Codec, field string) error
 }
 
-var refType = reflect.TypeFor[interface{ refMarker() }]()
+// refValue is implemented by Ref: what Codec.Encode needs to write a
+// reference with its table.
+type refValue interface {
+	refMarker()
+	// target is the referenced type T.
+	target() reflect.Type
+	// tableName is the table the reference carries (from a decoded payload), or "".
+	tableName() string
+	encodeAs(table string) ([]byte, error)
+}
+
+var refType = reflect.TypeFor[refValue]()
 
 func (Ref[T, K]) refMarker() {}
 
@@ -101,7 +131,9 @@ type loader struct {
 }
 
 // RegisterLoader tells c how to load a T by key for Ref[T, K] fields. table
-// names the source in errors. A loader returns (nil, nil) or an error
+// names the source: Encode writes it into each reference's "$table", Resolve
+// checks it and errors name it. Register the loader on the dispatching codec
+// as well as on the worker's. A loader returns (nil, nil) or an error
 // wrapping ErrModelNotFound when the row is gone.
 func RegisterLoader[T any, K comparable](c *Codec, table string, load func(ctx context.Context, key K) (*T, error)) {
 	c.mu.Lock()
