@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -15,14 +16,14 @@ import (
 // envelopeVersion is the version of the message format below.
 const envelopeVersion = 1
 
-// Limits that keep a job's error history inside one SQS message.
-const (
-	maxErrors   = 20   // newest entries kept
-	maxErrorLen = 2048 // bytes per entry
-)
+// Limits that keep a job's error history inside one SQS message: at most
+// queue.MaxErrorHistory entries (the first and the newest; the count of
+// those dropped between them is kept), each at most maxErrorLen bytes.
+const maxErrorLen = 2048
 
 // envelope is the body of every message the adapter writes: a job, the
-// attempts it used before this copy of it was sent, and its error history.
+// attempts it used and the last claim token it had before this copy of it
+// was sent, and its error history.
 // In a failed-job queue it is the job's final record (State "failed").
 type envelope struct {
 	V            int             `json:"v"`
@@ -38,10 +39,18 @@ type envelope struct {
 	// Attempts counts the claims of the job before this copy was sent; the
 	// copy's ApproximateReceiveCount adds the claims since.
 	Attempts int `json:"attempts"`
+	// TokenBase is the claim token of the job's last claim before this copy
+	// was sent (0 for a new job); the copy's ApproximateReceiveCount adds
+	// the claims since, so tokens keep growing across copies. (Messages of
+	// adapters from before claim tokens lack it and start from 0.)
+	TokenBase int64 `json:"token_base,omitempty"`
 	// NotBefore is set on a copy whose delay was longer than SQS allows: it
 	// is never run, only hidden again or replaced once the time is near.
 	NotBefore *time.Time       `json:"not_before,omitempty"`
 	Errors    []queue.JobError `json:"errors,omitempty"`
+	// ErrorsDropped counts the history entries dropped to keep it within
+	// queue.MaxErrorHistory (or within the message size).
+	ErrorsDropped int `json:"errors_dropped,omitempty"`
 
 	// Final records only.
 	State      queue.JobState `json:"state,omitempty"`
@@ -59,18 +68,22 @@ func newEnvelope(j *queue.NewJob, now time.Time) *envelope {
 	}
 }
 
-// job returns the envelope as a claimed job at the given attempt.
-func (e *envelope) job(attempt int) *queue.Job {
+// job returns the envelope as a claimed job at the given attempt, with the
+// given claim token.
+func (e *envelope) job(attempt int, token int64) *queue.Job {
 	return &queue.Job{
-		ID: e.ID, Kind: e.Kind, Queue: e.Queue, Payload: e.Payload, Priority: e.Priority, Attempt: attempt,
+		ID: e.ID, Token: token, Kind: e.Kind, Queue: e.Queue, Payload: e.Payload, Priority: e.Priority, Attempt: attempt,
 		MaxRetries: e.MaxRetries, RetryDelay: time.Duration(e.RetryDelayMS) * time.Millisecond,
 		Timeout: time.Duration(e.TimeoutMS) * time.Millisecond, DispatchedAt: e.DispatchedAt,
 	}
 }
 
 // addError appends an entry to the error history, keeping it within the
-// limits of one message.
+// limits of one message: the text is cleaned (queue.CleanErrorText), the
+// characters SQS refuses in a message become U+FFFD, and it is cut to
+// maxErrorLen bytes.
 func (e *envelope) addError(attempt int, at time.Time, msg string) {
+	msg = sqsText(queue.CleanErrorText(msg))
 	if len(msg) > maxErrorLen {
 		cut := maxErrorLen
 		for cut > 0 && !utf8.RuneStart(msg[cut]) {
@@ -79,9 +92,43 @@ func (e *envelope) addError(attempt int, at time.Time, msg string) {
 		msg = msg[:cut] + "... (truncated)"
 	}
 	e.Errors = append(e.Errors, queue.JobError{Attempt: attempt, At: at.UTC(), Error: msg})
-	if n := len(e.Errors); n > maxErrors {
-		e.Errors = append([]queue.JobError(nil), e.Errors[n-maxErrors:]...)
+	if n := len(e.Errors); n > queue.MaxErrorHistory {
+		// Keep the first entry and the newest MaxErrorHistory-1.
+		drop := n - queue.MaxErrorHistory
+		e.Errors = append(e.Errors[:1:1], e.Errors[1+drop:]...)
+		e.ErrorsDropped += drop
 	}
+}
+
+// noteLostAttempts adds an error entry for each attempt between the ones
+// the envelope counts and attempt: receives of this copy that were claims
+// whose visibility timeout (the lease) ran out before an outcome came.
+func (e *envelope) noteLostAttempts(attempt int, now time.Time) {
+	for lost := e.Attempts + 1; lost < attempt; lost++ {
+		// SQS does not say who received the message.
+		e.addError(lost, now, queue.LeaseExpiredText(""))
+	}
+}
+
+// shrink makes the envelope smaller for a message that came out too large:
+// it keeps only the newest error entry, then cuts that entry's text. It
+// reports whether it changed anything.
+func (e *envelope) shrink() bool {
+	if n := len(e.Errors); n > 1 {
+		e.ErrorsDropped += n - 1
+		e.Errors = append([]queue.JobError(nil), e.Errors[n-1])
+		return true
+	}
+	if len(e.Errors) == 1 && len(e.Errors[0].Error) > 256 {
+		msg := e.Errors[0].Error
+		cut := 256
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		e.Errors[0].Error = msg[:cut] + "... (cut to fit the SQS message)"
+		return true
+	}
+	return false
 }
 
 // clone returns a copy that can be changed without touching e.
@@ -110,6 +157,22 @@ func (e *envelope) encode(maxSize int) (string, error) {
 			queue.ErrInvalidConfig, e.ID, i)
 	}
 	return string(b), nil
+}
+
+// sqsText replaces the characters that SQS refuses in a message body and
+// that JSON encoding leaves as they are (U+FFFE and U+FFFF; control
+// characters are escaped, invalid UTF-8 becomes U+FFFD) with U+FFFD, so
+// that error text never makes a message unsendable.
+func sqsText(s string) string {
+	if !strings.ContainsAny(s, "\uFFFE\uFFFF") {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if r == 0xFFFE || r == 0xFFFF {
+			return utf8.RuneError
+		}
+		return r
+	}, s)
 }
 
 // invalidSQSChar returns the offset of the first character SQS refuses in a

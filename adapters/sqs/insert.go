@@ -171,14 +171,6 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 	return nil
 }
 
-// InsertTx always fails: SQS cannot join a database transaction. Insert
-// after the transaction commits instead (or use the postgres adapter, whose
-// jobs commit with the caller's transaction).
-func (a *Adapter) InsertTx(ctx context.Context, tx any, jobs []queue.NewJob) error {
-	return fmt.Errorf("%w: SQS cannot take part in a %T; call Insert after your transaction commits (a crash in between loses the jobs), or use the postgres adapter for transactional dispatch",
-		queue.ErrTxUnsupported, tx)
-}
-
 // chunkLimit is the most entries one SQS batch call takes.
 const chunkLimit = 10
 
@@ -246,11 +238,22 @@ func (a *Adapter) sendChunk(ctx context.Context, q string, failed bool, msgs []o
 	return errs, nil
 }
 
-// batchEntryError turns a failed batch entry into an error.
-func batchEntryError(op string, f types.BatchResultErrorEntry) error {
+// entryError is SQS's refusal of one entry of a batch call.
+type entryError struct {
+	op, code, msg string
+	sender        bool // SQS blames the request (the entry), not itself
+}
+
+// Error implements error.
+func (e *entryError) Error() string {
 	who := "SQS"
-	if f.SenderFault {
+	if e.sender {
 		who = "the request"
 	}
-	return fmt.Errorf("tasq/sqs: %s: %s (%s's fault): %s", op, aws.ToString(f.Code), who, aws.ToString(f.Message))
+	return fmt.Sprintf("tasq/sqs: %s: %s (%s's fault): %s", e.op, e.code, who, e.msg)
+}
+
+// batchEntryError turns a failed batch entry into an error.
+func batchEntryError(op string, f types.BatchResultErrorEntry) error {
+	return &entryError{op: op, code: aws.ToString(f.Code), msg: aws.ToString(f.Message), sender: f.SenderFault}
 }

@@ -10,42 +10,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	"github.com/google/uuid"
 
 	"github.com/tasqhq/tasq/queue"
 )
-
-const statsHint = "use `tasq stats` for approximate counts per queue"
-
-// GetJob always fails with an error wrapping ErrUnsupported: SQS cannot
-// look a message up by anything but receiving it.
-func (a *Adapter) GetJob(ctx context.Context, id uuid.UUID) (*queue.JobInfo, error) {
-	return nil, fmt.Errorf("%w: SQS cannot look jobs up by ID (job %s); %s", ErrUnsupported, id, statsHint)
-}
-
-// ListJobs always fails with an error wrapping ErrUnsupported: SQS cannot
-// list messages.
-func (a *Adapter) ListJobs(ctx context.Context, f queue.ListFilter) ([]*queue.JobInfo, error) {
-	return nil, fmt.Errorf("%w: SQS cannot list jobs; %s (failed jobs wait in the %s queues: see RedriveFailed)", ErrUnsupported, statsHint, "*"+FailedSuffix)
-}
-
-// RetryJob always fails with an error wrapping ErrUnsupported: SQS cannot
-// find a single job. Adapter.RedriveFailed moves a queue's failed jobs back.
-func (a *Adapter) RetryJob(ctx context.Context, id uuid.UUID) error {
-	return fmt.Errorf("%w: SQS cannot find job %s to retry it; failed jobs can be moved back per queue with the sqs adapter's RedriveFailed", ErrUnsupported, id)
-}
-
-// CancelJob always fails with an error wrapping ErrUnsupported: SQS cannot
-// find a single job.
-func (a *Adapter) CancelJob(ctx context.Context, id uuid.UUID) error {
-	return fmt.Errorf("%w: SQS cannot find job %s to cancel it; a task can cancel itself by returning queue.Cancel(err)", ErrUnsupported, id)
-}
-
-// DeleteJob always fails with an error wrapping ErrUnsupported: SQS cannot
-// find a single job.
-func (a *Adapter) DeleteJob(ctx context.Context, id uuid.UUID) error {
-	return fmt.Errorf("%w: SQS cannot find job %s to delete it; purge the whole SQS queue if you must", ErrUnsupported, id)
-}
 
 // Stats returns SQS's approximate message counts for every TasQ queue under
 // the adapter's prefix: visible messages count as available, messages in
@@ -131,7 +98,8 @@ func (a *Adapter) listQueues(ctx context.Context) ([]string, error) {
 
 // RedriveFailed moves up to limit failed jobs of TasQ queue q from its
 // failed queue back to the queue, each with a fresh retry budget (attempt
-// back to 0) and its error history kept, and returns how many it moved.
+// back to 0), its error history and its claim token kept (the next claim's
+// token is larger than any the job had), and returns how many it moved.
 // Records that are not TasQ jobs (unreadable messages) stay where they are.
 // It is the SQS counterpart of `tasq jobs retry` for a whole queue. A job
 // whose copy was sent but whose record could not be deleted runs once more

@@ -9,14 +9,22 @@
 // How TasQ's job model maps onto SQS:
 //
 //   - A job is one SQS message whose body is a JSON envelope: the job's
-//     fields, the attempts it used before this copy, its error history and,
-//     for delays beyond SQS's 15-minute cap, the time it may run.
+//     fields, the attempts it used and the last claim token it had before
+//     this copy was sent, its error history and, for delays beyond SQS's
+//     15-minute cap, the time it may run.
 //   - The lease is the visibility timeout: Claim receives with
 //     VisibilityTimeout = the lease rounded up to whole seconds, ExtendLeases
 //     is ChangeMessageVisibility, and a job whose worker died is rescued by
-//     SQS itself when the timeout runs out. Maintain has nothing to do.
+//     SQS itself when the timeout runs out. There is no maintenance to run,
+//     so the adapter is no queue.Maintainer.
 //   - Job.Attempt is the attempts carried in the envelope plus the message's
 //     ApproximateReceiveCount, so an expired lease counts as an attempt.
+//   - Job.Token, the claim token, is the token carried in the envelope plus
+//     the message's ApproximateReceiveCount. Every copy the adapter sends
+//     of a job (a retry, a hand-back, a deferred or put-back message, the
+//     final record) carries the token of the claim it follows, so a job's
+//     tokens grow with every claim and never start over, although each copy
+//     is a new message whose receive count starts at zero.
 //   - A retry, a hand-back or a failure writes a new message (the retry copy,
 //     or the final record in the failed queue) and then deletes the claimed
 //     one: message bodies cannot be changed in place.
@@ -24,20 +32,27 @@
 //     the longest delay SQS takes and the time it may run; a worker that
 //     receives it early hides it again (up to 12 hours at a time) and, once
 //     less than the cap remains, replaces it with a copy delayed by the rest.
+//   - SQS cannot filter messages by kind on the server. A claim restricted
+//     to some kinds (queue.ClaimRequest.Kinds) receives a message of another
+//     kind and puts it back at once, as a fresh copy (see Claim): it costs a
+//     receive, a send and a delete, but neither hides the job nor counts an
+//     attempt against it.
 //
 // The completion guard lives in the process that claimed: the adapter keeps
-// each claimed message's receipt handle per (job ID, attempt) and worker,
-// and Finish first renews the message's visibility with that handle. SQS
-// refuses that for a message that became visible again or was received by
-// someone else, so the outcome of a stale attempt is not applied; once the
-// renewal succeeded, nobody else can receive the message while the outcome
-// is written.
+// each claimed message's receipt handle per (job ID, claim token) and
+// worker, and Finish first renews the message's visibility with that
+// handle. SQS refuses that for a message that became visible again or was
+// received by someone else, so the outcome of a stale execution is not
+// applied; once the renewal succeeded, nobody else can receive the message
+// while the outcome is written. ExtendLeases renews with the same handles
+// and reports the leases SQS refused, or that the adapter does not hold.
 //
-// What SQS cannot do: look jobs up by ID, list them, or retry, cancel or
-// delete single jobs (these return errors wrapping ErrUnsupported); order by
-// priority; take part in a database transaction (InsertTx returns
-// queue.ErrTxUnsupported); insert a batch atomically (see InsertError).
-// Stats reports SQS's approximate counts.
+// What SQS cannot do, and so the adapter does not offer: look jobs up by
+// ID, list them, or retry, cancel or delete single jobs (it is no
+// queue.JobReader or queue.JobEditor; Adapter.RedriveFailed moves a queue's
+// failed jobs back); order by priority; take part in a database transaction
+// (it is no queue.TxInserter); insert a batch atomically (see InsertError).
+// Stats (queue.StatsReader) reports SQS's approximate counts.
 //
 // Importing the package registers it as the driver "sqs".
 package sqs
@@ -87,10 +102,6 @@ const (
 
 // maxQueueNameLength is SQS's limit on queue names.
 const maxQueueNameLength = 80
-
-// ErrUnsupported is wrapped by the errors of operations SQS cannot perform,
-// such as looking a job up by ID. It also matches errors.ErrUnsupported.
-var ErrUnsupported = fmt.Errorf("tasq/sqs: not supported on SQS: %w", errors.ErrUnsupported)
 
 func init() {
 	queue.RegisterDriver(DriverName, func(ctx context.Context, url string) (queue.Adapter, error) {
@@ -143,9 +154,15 @@ type Adapter struct {
 	mu     sync.Mutex
 	urls   map[string]string      // SQS queue name -> queue URL
 	leases map[leaseKey]*leaseRec // claimed messages, the completion guard
+	pruned time.Time              // when Claim last forgot abandoned claims
 }
 
-var _ queue.Adapter = (*Adapter)(nil)
+// The capabilities the adapter has; it has no others (see the package
+// documentation).
+var (
+	_ queue.Adapter     = (*Adapter)(nil)
+	_ queue.StatsReader = (*Adapter)(nil)
+)
 
 // New opens an adapter from a URL:
 //
@@ -157,53 +174,73 @@ var _ queue.Adapter = (*Adapter)(nil)
 // Query parameters: region (default AWS_REGION, else us-east-1 for
 // endpoints), prefix (see Options.Prefix) and require_queues=true (see
 // Options.RequireQueues), e.g. http://127.0.0.1:9324?prefix=app-&region=eu-west-1.
-// A plain http:// endpoint is taken to be an emulator: when AWS_ACCESS_KEY_ID
-// is not set it signs with static dummy credentials, which emulators accept.
-// New checks that the endpoint answers.
+// User info in the URL (sqs://AKID:SECRET@eu-west-1) gives static
+// credentials, an access key ID and its secret, in place of the default
+// credential chain; errors and logs never show the secret. A plain http://
+// endpoint is taken to be an emulator: without user info, and when
+// AWS_ACCESS_KEY_ID is not set, it signs with static dummy credentials,
+// which emulators accept. New checks that the endpoint answers.
 func New(ctx context.Context, rawURL string) (*Adapter, error) {
 	if rawURL == "" {
 		return nil, errors.New("tasq/sqs: empty URL; give sqs://REGION for Amazon SQS or http://127.0.0.1:PORT for an emulator (the tests read TASQ_SQS_ENDPOINT)")
 	}
+	shown := redactURL(rawURL) // the only form of the URL any message shows
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("tasq/sqs: cannot parse URL %q: %w; use sqs://REGION or http://HOST:PORT", rawURL, err)
+		// A *url.Error repeats the whole URL, secrets included: keep its
+		// reason only.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("tasq/sqs: cannot parse URL %q: %w; use sqs://REGION or http://HOST:PORT", shown, err)
 	}
 	q := u.Query()
 	opts := Options{Prefix: q.Get("prefix")}
 	if v := q.Get("require_queues"); v != "" {
 		if opts.RequireQueues, err = strconv.ParseBool(v); err != nil {
-			return nil, fmt.Errorf("tasq/sqs: URL parameter require_queues=%q is not a boolean", v)
+			return nil, fmt.Errorf("tasq/sqs: URL %q: parameter require_queues=%q is not a boolean", shown, v)
 		}
 	}
 	region := q.Get("region")
 	var loadOpts []func(*config.LoadOptions) error
+	if u.User != nil {
+		key := u.User.Username()
+		secret, ok := u.User.Password()
+		if key == "" || !ok || secret == "" {
+			return nil, fmt.Errorf("tasq/sqs: URL %q: user info must be ACCESS_KEY_ID:SECRET_ACCESS_KEY (both); leave it out to use the AWS credential chain", shown)
+		}
+		loadOpts = append(loadOpts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(key, secret, "")))
+	}
 	var endpoint string
 	switch u.Scheme {
 	case "sqs":
 		if u.Host != "" {
 			if region != "" && region != u.Host {
-				return nil, fmt.Errorf("tasq/sqs: URL %q names two regions (%s and %s)", rawURL, u.Host, region)
+				return nil, fmt.Errorf("tasq/sqs: URL %q names two regions (%s and %s)", shown, u.Host, region)
 			}
 			region = u.Host
 		}
 		if region == "" && os.Getenv("AWS_REGION") == "" && os.Getenv("AWS_DEFAULT_REGION") == "" {
-			return nil, fmt.Errorf("tasq/sqs: URL %q names no region; use sqs://REGION (e.g. sqs://us-east-1) or set AWS_REGION", rawURL)
+			return nil, fmt.Errorf("tasq/sqs: URL %q names no region; use sqs://REGION (e.g. sqs://us-east-1) or set AWS_REGION", shown)
 		}
 		endpoint = "Amazon SQS"
 	case "http", "https":
 		if u.Host == "" {
-			return nil, fmt.Errorf("tasq/sqs: URL %q has no host; use e.g. http://127.0.0.1:9324", rawURL)
+			return nil, fmt.Errorf("tasq/sqs: URL %q has no host; use e.g. http://127.0.0.1:9324", shown)
 		}
 		if region == "" && os.Getenv("AWS_REGION") == "" && os.Getenv("AWS_DEFAULT_REGION") == "" {
 			region = "us-east-1"
 		}
+		// The endpoint without user info or query: it is what the SDK
+		// sends to and shows in its errors.
 		base := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
 		endpoint = base.String()
-		if u.Scheme == "http" && os.Getenv("AWS_ACCESS_KEY_ID") == "" {
+		if u.Scheme == "http" && u.User == nil && os.Getenv("AWS_ACCESS_KEY_ID") == "" {
 			loadOpts = append(loadOpts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("tasq", "tasq", "")))
 		}
 	default:
-		return nil, fmt.Errorf("tasq/sqs: URL %q: unknown scheme %q; use sqs://REGION for Amazon SQS or http://HOST:PORT for an emulator", rawURL, u.Scheme)
+		return nil, fmt.Errorf("tasq/sqs: URL %q: unknown scheme %q; use sqs://REGION for Amazon SQS or http://HOST:PORT for an emulator", shown, u.Scheme)
 	}
 	if region != "" {
 		loadOpts = append(loadOpts, config.WithRegion(region))
@@ -228,7 +265,7 @@ func NewFromClient(ctx context.Context, client *awssqs.Client, opts Options) (*A
 	}
 	where := "Amazon SQS"
 	if o := client.Options(); o.BaseEndpoint != nil {
-		where = *o.BaseEndpoint
+		where = redactURL(*o.BaseEndpoint)
 	}
 	return newAdapter(ctx, client, opts, where+" (region "+client.Options().Region+")")
 }

@@ -43,10 +43,8 @@ func newAdapter(t *testing.T, opts sqs.Options) *sqs.Adapter {
 
 func TestConformance(t *testing.T) {
 	adaptertest.Run(t, adaptertest.Harness{
-		New:         func(t *testing.T) queue.Adapter { return newAdapter(t, sqs.Options{}) },
-		NoPriority:  true,
-		NoLookup:    true,
-		Unsupported: []string{"list", "retry", "cancel", "delete"},
+		New:        func(t *testing.T) queue.Adapter { return newAdapter(t, sqs.Options{}) },
+		NoPriority: true,
 	})
 }
 
@@ -60,13 +58,18 @@ func job(q string) queue.NewJob {
 	return queue.NewJob{ID: uuid.Must(uuid.NewV7()), Kind: "sqs-test", Queue: q, Payload: []byte(`{"n":1}`), MaxRetries: 3, RetryDelay: time.Second}
 }
 
+// claim claims up to n jobs of q (of kinds, when given) for worker.
+func claim(ctx context.Context, a *sqs.Adapter, q, worker string, n int, lease time.Duration, kinds ...string) ([]*queue.Job, error) {
+	return a.Claim(ctx, queue.ClaimRequest{Queue: q, WorkerID: worker, Limit: n, Lease: lease, Kinds: kinds})
+}
+
 // claimOne claims from q until a job comes back or within passes, and
 // returns it with the time it came.
 func claimOne(t *testing.T, ctx context.Context, a *sqs.Adapter, q, worker string, lease, within time.Duration) (*queue.Job, time.Time) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		jobs, err := a.Claim(ctx, q, worker, 1, lease)
+		jobs, err := claim(ctx, a, q, worker, 1, lease)
 		if err != nil {
 			t.Fatalf("Claim: %v", err)
 		}
@@ -129,15 +132,16 @@ func TestDelayBeyondCap(t *testing.T) {
 
 	// A retry with a delay beyond the cap takes the same way.
 	retryAt := time.Now()
-	if n := finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Attempt: 1, State: queue.StateRetryable, Error: "boom", Delay: 2500 * time.Millisecond}); n != 1 {
+	if n := finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Token: c.Token, State: queue.StateRetryable, Error: "boom", Delay: 2500 * time.Millisecond}); n != 1 {
 		t.Fatalf("Finish applied %d", n)
 	}
+	first := c
 	c, at = claimOne(t, ctx, a, "long", "w", time.Minute, 15*time.Second)
 	if el := at.Sub(retryAt); el < 2500*time.Millisecond {
 		t.Fatalf("a retry delayed 2.5s beyond the cap ran after %v", el)
 	}
-	if c.Attempt != 2 {
-		t.Fatalf("retried long-delayed job claimed at attempt %d, want 2", c.Attempt)
+	if c.Attempt != 2 || c.Token != first.Token+1 {
+		t.Fatalf("retried long-delayed job claimed at attempt %d token %d, want attempt 2 token %d (early receives count neither)", c.Attempt, c.Token, first.Token+1)
 	}
 }
 
@@ -151,7 +155,7 @@ func TestLongDelayIsScheduled(t *testing.T) {
 	if err := a.Insert(ctx, []queue.NewJob{j}); err != nil {
 		t.Fatal(err)
 	}
-	if jobs, err := a.Claim(ctx, "later", "w", 10, time.Minute); err != nil || len(jobs) != 0 {
+	if jobs, err := claim(ctx, a, "later", "w", 10, time.Minute); err != nil || len(jobs) != 0 {
 		t.Fatalf("Claim = %v, %v; a job 3h away was handed out", jobs, err)
 	}
 	if got := stats(t, ctx, a)["later"]; got[queue.StateScheduled] != 1 || got[queue.StateAvailable] != 0 {
@@ -206,7 +210,7 @@ func TestNewFromURL(t *testing.T) {
 	if err != nil || !strings.HasSuffix(aws.ToString(out.QueueUrl), "/"+prefix+"url") {
 		t.Fatalf("GetQueueUrl(%surl) = %v, %v", prefix, out, err)
 	}
-	jobs, err := a.Claim(ctx, "url", "w", 1, time.Minute)
+	jobs, err := a.Claim(ctx, queue.ClaimRequest{Queue: "url", WorkerID: "w", Limit: 1, Lease: time.Minute})
 	if err != nil || len(jobs) != 1 || jobs[0].ID != j.ID {
 		t.Fatalf("Claim = %v, %v", jobs, err)
 	}
@@ -276,15 +280,21 @@ func TestGuardAcrossProcesses(t *testing.T) {
 	if err := a1.Insert(ctx, []queue.NewJob{j}); err != nil {
 		t.Fatal(err)
 	}
-	claimOne(t, ctx, a1, "guard", "w1", time.Second, 5*time.Second)
+	old, _ := claimOne(t, ctx, a1, "guard", "w1", time.Second, 5*time.Second)
 	c, _ := claimOne(t, ctx, a2, "guard", "w2", time.Minute, 15*time.Second)
-	if c.Attempt != 2 {
-		t.Fatalf("reclaimed at attempt %d, want 2", c.Attempt)
+	if c.Attempt != 2 || c.Token <= old.Token {
+		t.Fatalf("reclaimed at attempt %d token %d, want attempt 2 and a token above %d", c.Attempt, c.Token, old.Token)
 	}
-	if n := finish(t, ctx, a1, "w1", queue.Outcome{ID: j.ID, Attempt: 1, State: queue.StateRetryable, Error: "late", Delay: time.Millisecond}); n != 0 {
+	// a1 still knows its claim, but SQS refuses its receipt handle: the
+	// lease is reported lost.
+	lost, err := a1.ExtendLeases(ctx, "w1", []queue.Lease{old.Lease()}, time.Minute)
+	if err != nil || len(lost) != 1 || lost[0] != old.Lease() {
+		t.Fatalf("the stale process's ExtendLeases = %v, %v; want its lease %v lost", lost, err, old.Lease())
+	}
+	if n := finish(t, ctx, a1, "w1", queue.Outcome{ID: j.ID, Token: old.Token, State: queue.StateRetryable, Error: "late", Delay: time.Millisecond}); n != 0 {
 		t.Fatal("the stale process's outcome was applied")
 	}
-	if n := finish(t, ctx, a2, "w2", queue.Outcome{ID: j.ID, Attempt: 2, State: queue.StateFailed, Error: "final"}); n != 1 {
+	if n := finish(t, ctx, a2, "w2", queue.Outcome{ID: j.ID, Token: c.Token, State: queue.StateFailed, Error: "final"}); n != 1 {
 		t.Fatal("the fresh process could not finish")
 	}
 	// The stale retry must not have left a copy behind: a copy would count
@@ -298,8 +308,11 @@ func TestGuardAcrossProcesses(t *testing.T) {
 		t.Fatalf("failed record = %v", rec)
 	}
 	errs, _ := json.Marshal(rec["errors"])
-	if !strings.Contains(string(errs), "lease expired: attempt 1") || !strings.Contains(string(errs), `"attempt":2,`) || !strings.Contains(string(errs), "final") || strings.Contains(string(errs), "late") {
+	if !strings.Contains(string(errs), `"attempt":1,"error":"lease expired`) || !strings.Contains(string(errs), `"attempt":2,`) || !strings.Contains(string(errs), "final") || strings.Contains(string(errs), "late") {
 		t.Fatalf("failed record's errors = %s; want the lease expiry of attempt 1 and attempt 2's error, not the stale one", errs)
+	}
+	if tb, _ := rec["token_base"].(float64); int64(tb) != c.Token {
+		t.Fatalf("failed record's token base = %v, want the last claim's token %d", rec["token_base"], c.Token)
 	}
 }
 
@@ -329,23 +342,28 @@ func failedRecords(t *testing.T, ctx context.Context, name string, n int) []map[
 	return recs
 }
 
-func TestUnsupported(t *testing.T) {
-	ctx := ctxFor(t)
-	a := newAdapter(t, sqs.Options{})
-	id := uuid.New()
-	_, err := a.GetJob(ctx, id)
-	if !errors.Is(err, sqs.ErrUnsupported) || !errors.Is(err, errors.ErrUnsupported) || !strings.Contains(err.Error(), "tasq stats") || !strings.Contains(err.Error(), id.String()) {
-		t.Errorf("GetJob: %v", err)
+// TestCapabilities checks that the adapter offers what SQS can do and
+// nothing that would always fail: no transactions, lookups, edits of single
+// jobs, notifications or maintenance; stats yes.
+func TestCapabilities(t *testing.T) {
+	var a queue.Adapter = newAdapter(t, sqs.Options{})
+	if _, ok := a.(queue.StatsReader); !ok {
+		t.Error("the adapter is no queue.StatsReader")
 	}
-	_, err = a.ListJobs(ctx, queue.ListFilter{})
-	for _, err := range []error{err, a.RetryJob(ctx, id), a.CancelJob(ctx, id), a.DeleteJob(ctx, id)} {
-		if !errors.Is(err, sqs.ErrUnsupported) {
-			t.Errorf("want ErrUnsupported, got %v", err)
+	for name, ok := range map[string]bool{
+		"queue.TxInserter": is[queue.TxInserter](a), "queue.JobReader": is[queue.JobReader](a),
+		"queue.JobEditor": is[queue.JobEditor](a), "queue.Notifier": is[queue.Notifier](a),
+		"queue.Maintainer": is[queue.Maintainer](a),
+	} {
+		if ok {
+			t.Errorf("the adapter is a %s, which SQS cannot be", name)
 		}
 	}
-	if err := a.InsertTx(ctx, struct{}{}, []queue.NewJob{job("tx")}); !errors.Is(err, queue.ErrTxUnsupported) {
-		t.Errorf("InsertTx: %v", err)
-	}
+}
+
+func is[T any](v any) bool {
+	_, ok := v.(T)
+	return ok
 }
 
 func TestQueueNames(t *testing.T) {
@@ -444,7 +462,7 @@ func TestBatchPartialFailure(t *testing.T) {
 	if !strings.Contains(err.Error(), "atomic") {
 		t.Errorf("error %q does not say that SQS batches are not atomic", err)
 	}
-	got, err := a.Claim(ctx, "part", "w", 30, time.Minute)
+	got, err := claim(ctx, a, "part", "w", 30, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +512,7 @@ func TestUnreadableMessage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	jobs, err := a.Claim(ctx, "mixed", "w", 10, time.Minute)
+	jobs, err := claim(ctx, a, "mixed", "w", 10, time.Minute)
 	if err != nil || len(jobs) != 1 || jobs[0].ID != good.ID {
 		t.Fatalf("Claim = %v, %v; want just the good job", jobs, err)
 	}
@@ -517,7 +535,7 @@ func TestRedriveFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, _ := claimOne(t, ctx, a, "dead", "w", time.Minute, 5*time.Second)
-	if n := finish(t, ctx, a, "w", queue.Outcome{ID: c.ID, Attempt: 1, State: queue.StateFailed, Error: "dead letter"}); n != 1 {
+	if n := finish(t, ctx, a, "w", queue.Outcome{ID: c.ID, Token: c.Token, State: queue.StateFailed, Error: "dead letter"}); n != 1 {
 		t.Fatal("Finish(failed) not applied")
 	}
 	if got := stats(t, ctx, a)["dead"]; got[queue.StateFailed] != 1 {
@@ -528,8 +546,8 @@ func TestRedriveFailed(t *testing.T) {
 		t.Fatalf("RedriveFailed = %d, %v; want 1", n, err)
 	}
 	again, _ := claimOne(t, ctx, a, "dead", "w", time.Minute, 5*time.Second)
-	if again.ID != j.ID || again.Attempt != 1 {
-		t.Fatalf("redriven job claimed as %+v, want the same job at attempt 1", again)
+	if again.ID != j.ID || again.Attempt != 1 || again.Token <= c.Token {
+		t.Fatalf("redriven job claimed as %+v, want the same job at attempt 1 (fresh budget) with a token above %d", again, c.Token)
 	}
 	if got := stats(t, ctx, a)["dead"]; got[queue.StateFailed] != 0 {
 		t.Fatalf("stats after redrive = %v, want no failed", got)
