@@ -39,10 +39,3 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 	}
 	return nil
 }
-
-// InsertTx always fails with an error wrapping queue.ErrTxUnsupported:
-// Redis cannot join your SQL transaction.
-func (a *Adapter) InsertTx(ctx context.Context, tx any, jobs []queue.NewJob) error {
-	return fmt.Errorf("tasq/redis: %w: %T: Redis cannot join your SQL transaction; dispatch after commit, or use the postgres driver",
-		queue.ErrTxUnsupported, tx)
-}

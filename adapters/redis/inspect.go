@@ -23,30 +23,31 @@ type storedError struct {
 	Error   string `json:"error"`
 }
 
-// parseJob turns a job hash into a JobInfo.
+// parseJob turns a job hash into a JobInfo; a field that does not parse
+// gives an error wrapping ErrMalformedJob.
 func parseJob(h map[string]string) (*queue.JobInfo, error) {
 	var p parser
 	j := &queue.JobInfo{
-		ID:          p.uuid(h["id"]),
+		ID:          p.uuid("id", h["id"]),
 		Kind:        h["kind"],
 		Queue:       h["queue"],
 		State:       queue.JobState(h["state"]),
-		Priority:    int16(p.int(h["priority"], 16)),
+		Priority:    int16(p.int("priority", h["priority"], 16)),
 		Payload:     json.RawMessage(h["payload"]),
-		Attempt:     int(p.int(h["attempt"], 32)),
-		MaxRetries:  int(p.int(h["max_retries"], 32)),
-		RetryDelay:  time.Duration(p.int(h["retry_delay_ms"], 64)) * time.Millisecond,
-		Timeout:     time.Duration(p.int(h["timeout_ms"], 64)) * time.Millisecond,
-		RunAt:       time.UnixMicro(p.int(h["run_at_us"], 64)),
+		Attempt:     int(p.int("attempt", h["attempt"], 32)),
+		MaxRetries:  int(p.int("max_retries", h["max_retries"], 32)),
+		RetryDelay:  p.millis("retry_delay_ms", h["retry_delay_ms"]),
+		Timeout:     p.millis("timeout_ms", h["timeout_ms"]),
+		RunAt:       time.UnixMicro(p.int("run_at_us", h["run_at_us"], 64)),
 		AttemptedBy: h["attempted_by"],
 	}
-	j.DispatchedAt = time.UnixMicro(p.int(h["dispatched_at_us"], 64))
+	j.DispatchedAt = time.UnixMicro(p.int("dispatched_at_us", h["dispatched_at_us"], 64))
 	optTime := func(field string) *time.Time {
 		s, ok := h[field]
 		if !ok || s == "" {
 			return nil
 		}
-		t := time.UnixMicro(p.int(s, 64))
+		t := time.UnixMicro(p.int(field, s, 64))
 		return &t
 	}
 	j.AttemptedAt = optTime("attempted_at_us")
@@ -55,8 +56,8 @@ func parseJob(h map[string]string) (*queue.JobInfo, error) {
 	if r, ok := h["result"]; ok && r != "" {
 		j.Result = json.RawMessage(r)
 	}
-	if p.err != nil {
-		return nil, fmt.Errorf("job %s has a malformed field (edited by hand?): %w", h["id"], p.err)
+	if err := p.err(h["id"]); err != nil {
+		return nil, err
 	}
 	if e := h["errors"]; e != "" {
 		var stored []storedError
@@ -73,7 +74,7 @@ func parseJob(h map[string]string) (*queue.JobInfo, error) {
 	return j, nil
 }
 
-// GetJob implements queue.Inspector.
+// GetJob implements queue.JobReader.
 func (a *Adapter) GetJob(ctx context.Context, id uuid.UUID) (*queue.JobInfo, error) {
 	h, err := a.client.HGetAll(ctx, a.keys.job(id.String())).Result()
 	if err != nil {
@@ -84,12 +85,12 @@ func (a *Adapter) GetJob(ctx context.Context, id uuid.UUID) (*queue.JobInfo, err
 	}
 	j, err := parseJob(h)
 	if err != nil {
-		return nil, fmt.Errorf("tasq/redis: get job: %w", err)
+		return nil, err
 	}
 	return j, nil
 }
 
-// ListJobs implements queue.Inspector: newest dispatched first. It walks
+// ListJobs implements queue.JobReader: newest dispatched first. It walks
 // the sorted set that fits the filter (one state in one queue; one state in
 // every queue; every state of one queue; or all jobs) from the newest end;
 // a Kind filter is applied to the jobs read, so listing by kind alone
@@ -171,7 +172,7 @@ func (a *Adapter) ListJobs(ctx context.Context, f queue.ListFilter) ([]*queue.Jo
 			}
 			j, err := parseJob(h)
 			if err != nil {
-				return nil, fmt.Errorf("tasq/redis: list jobs: %w", err)
+				return nil, err
 			}
 			if (f.State != "" && j.State != f.State) || (f.Queue != "" && j.Queue != f.Queue) || (f.Kind != "" && j.Kind != f.Kind) {
 				continue
@@ -303,22 +304,23 @@ func joinStates(states []queue.JobState) string {
 	return strings.Join(s, ", ")
 }
 
-// RetryJob implements queue.Inspector: a failed, cancelled, retryable or
+// RetryJob implements queue.JobEditor: a failed, cancelled, retryable or
 // scheduled job becomes available now with its attempt count reset; its
-// error history is kept.
+// error history and claim token are kept, so the next claim gets a larger
+// token and an execution of it still running cannot finish the new attempt.
 func (a *Adapter) RetryJob(ctx context.Context, id uuid.UUID) error {
 	return a.runOp(ctx, "retry", id, retryScript,
 		notAllowed("retry", id, queue.StateFailed, queue.StateCancelled, queue.StateRetryable, queue.StateScheduled))
 }
 
-// CancelJob implements queue.Inspector. A running job is marked cancelled at
+// CancelJob implements queue.JobEditor. A running job is marked cancelled at
 // once; its worker's outcome is then discarded by the completion guard.
 func (a *Adapter) CancelJob(ctx context.Context, id uuid.UUID) error {
 	return a.runOp(ctx, "cancel", id, cancelScript,
 		notAllowed("cancel", id, queue.StateScheduled, queue.StateAvailable, queue.StateRunning, queue.StateRetryable))
 }
 
-// DeleteJob implements queue.Inspector: it removes a job that is not
+// DeleteJob implements queue.JobEditor: it removes a job that is not
 // running, with its hash and index entries.
 func (a *Adapter) DeleteJob(ctx context.Context, id uuid.UUID) error {
 	return a.runOp(ctx, "delete", id, deleteScript, func(state string) error {
@@ -326,7 +328,7 @@ func (a *Adapter) DeleteJob(ctx context.Context, id uuid.UUID) error {
 	})
 }
 
-// Stats implements queue.Inspector: job counts per queue and state, from
+// Stats implements queue.StatsReader: job counts per queue and state, from
 // the per-state index sets (ZCARD), sorted by queue and state name.
 func (a *Adapter) Stats(ctx context.Context) ([]queue.QueueStat, error) {
 	queues, err := a.client.SMembers(ctx, a.keys.queues()).Result()

@@ -2,11 +2,20 @@
 //
 // Every job is a hash; sorted sets index it by queue, state and time; and every
 // change of state is one Lua script, so it is atomic on the server: a batch
-// insert, a claim (pop up to N, mark running, set the lease), a batch of
-// outcomes (each behind the completion guard on attempt, worker and state),
-// a lease renewal, and maintenance (promote due jobs, rescue expired leases).
-// A worker that dies keeps nothing: its jobs' leases run out and Maintain
-// hands them back.
+// insert, a claim (take up to N jobs of the kinds asked for, mark them
+// running, set the lease, give each a new claim token), a batch of outcomes
+// (each behind the completion guard), a lease renewal, and maintenance
+// (promote due jobs, rescue expired leases). A worker that dies keeps
+// nothing: its jobs' leases run out and Maintain hands them back.
+//
+// # Claim tokens
+//
+// Every claim of a job increments its token field (HINCRBY), and nothing
+// else writes it: not a hand-back, not a rescue, not RetryJob. An outcome
+// (Finish) and a lease renewal (ExtendLeases) apply only while the job is
+// running under the same token for the same worker, so an execution that
+// lost its claim (rescued, cancelled, retried by an operator, or claimed
+// again by the same worker) can never write again.
 //
 // All times (dispatch, run_at, leases, finish, error entries) come from the
 // Redis server's clock (TIME inside the scripts), never a client's, so workers
@@ -17,7 +26,7 @@
 //
 // Every key starts with the prefix (Options.Prefix, default "tasq:"):
 //
-//	<prefix>job:<id>             hash: id kind queue state priority payload result attempt
+//	<prefix>job:<id>             hash: id kind queue state priority payload result attempt token
 //	                             max_retries retry_delay_ms timeout_ms run_at_us dispatched_at_us
 //	                             attempted_at_us attempted_by lease_expires_at_us finished_at_us
 //	                             errors (JSON: [{"attempt":1,"at_us":...,"error":"..."}])
@@ -32,7 +41,7 @@
 //	<prefix>wake                 pub/sub channel: the name of a queue that gained available jobs
 //
 // Finished jobs (completed, failed, cancelled) are kept, as in PostgreSQL,
-// until deleted (Inspector.DeleteJob, `tasq jobs delete`): each costs its hash
+// until deleted (DeleteJob, `tasq jobs delete`): each costs its hash
 // (payload, result and errors included) and two sorted-set entries, about
 // 0.8 KB for a job with a tiny payload and result on Redis 7.0, more for
 // bigger ones. Size Redis's memory for that, or delete old jobs yourself;
@@ -41,8 +50,9 @@
 // The adapter needs one Redis server (or a primary with replicas, e.g. behind
 // Sentinel), version 5 or newer; it is tested with 7.0. Redis Cluster is not
 // supported: the scripts touch keys they compute. Redis cannot join a SQL
-// transaction, so InsertTx always fails with queue.ErrTxUnsupported: dispatch
-// after your transaction commits, or use the postgres driver.
+// transaction, so the adapter is no queue.TxInserter (the client's
+// DispatchTx fails with queue.ErrTxUnsupported): dispatch after your
+// transaction commits, or use the postgres driver.
 //
 // Importing the package registers it as the driver "redis". Its URL is a
 // go-redis URL (redis://[user:password@]host:port/db, or rediss:// for TLS)
@@ -98,8 +108,9 @@ type Options struct {
 	Prefix string
 }
 
-// Adapter is the Redis adapter. It implements queue.Adapter and
-// queue.Notifier and is safe for concurrent use.
+// Adapter is the Redis adapter. It implements queue.Adapter,
+// queue.Maintainer, queue.Notifier, queue.JobReader, queue.JobEditor and
+// queue.StatsReader, and is safe for concurrent use.
 type Adapter struct {
 	client    goredis.UniversalClient
 	ownClient bool
@@ -107,8 +118,14 @@ type Adapter struct {
 	keys      keys
 }
 
-var _ queue.Adapter = (*Adapter)(nil)
-var _ queue.Notifier = (*Adapter)(nil)
+var (
+	_ queue.Adapter     = (*Adapter)(nil)
+	_ queue.Maintainer  = (*Adapter)(nil)
+	_ queue.Notifier    = (*Adapter)(nil)
+	_ queue.JobReader   = (*Adapter)(nil)
+	_ queue.JobEditor   = (*Adapter)(nil)
+	_ queue.StatsReader = (*Adapter)(nil)
+)
 
 // New connects to the Redis server at url, checks that it answers and is
 // recent enough, and returns an adapter that owns its client. The URL may

@@ -70,6 +70,11 @@ func jobs(q string, n int) []queue.NewJob {
 	return out
 }
 
+// claim claims up to n jobs of any kind with a one-minute lease.
+func claim(ctx context.Context, a *redis.Adapter, q, worker string, n int, kinds ...string) ([]*queue.Job, error) {
+	return a.Claim(ctx, queue.ClaimRequest{Queue: q, WorkerID: worker, Limit: n, Lease: time.Minute, Kinds: kinds})
+}
+
 func mustInsert(t *testing.T, a *redis.Adapter, js ...queue.NewJob) {
 	t.Helper()
 	if err := a.Insert(ctxFor(t), js); err != nil {
@@ -138,9 +143,8 @@ func TestOpenByDriverName(t *testing.T) {
 	if a.Name() != "redis" || a.(*redis.Adapter).Prefix() != prefix {
 		t.Errorf("opened %s with prefix %q; want redis with %q", a.Name(), a.(*redis.Adapter).Prefix(), prefix)
 	}
-	err = a.InsertTx(ctx, struct{}{}, []queue.NewJob{newJob("q")})
-	if !errors.Is(err, queue.ErrTxUnsupported) || !strings.Contains(err.Error(), "dispatch after commit") {
-		t.Errorf("InsertTx = %v; want ErrTxUnsupported saying what to do", err)
+	if _, ok := a.(queue.TxInserter); ok {
+		t.Error("the Redis adapter claims to be a queue.TxInserter; Redis cannot join a SQL transaction")
 	}
 }
 
@@ -235,7 +239,7 @@ func TestConcurrentClaimsTakeEachJobOnce(t *testing.T) {
 	for w := range 8 {
 		wg.Go(func() {
 			for {
-				js, err := a.Claim(ctx, "race", fmt.Sprintf("w%d", w), 7, time.Minute)
+				js, err := claim(ctx, a, "race", fmt.Sprintf("w%d", w), 7)
 				if err != nil {
 					t.Error(err)
 					return
@@ -267,7 +271,7 @@ func TestPrefixesIsolate(t *testing.T) {
 	a, _ := newAdapter(t)
 	b, _ := newAdapter(t)
 	mustInsert(t, a, newJob("shared"))
-	if js, err := b.Claim(ctx, "shared", "w", 10, time.Minute); err != nil || len(js) != 0 {
+	if js, err := claim(ctx, b, "shared", "w", 10); err != nil || len(js) != 0 {
 		t.Errorf("another prefix claimed (%d jobs, %v)", len(js), err)
 	}
 	if st, err := b.Stats(ctx); err != nil || len(st) != 0 {
@@ -296,10 +300,11 @@ func TestJobHashLayout(t *testing.T) {
 	lo := serverNow()
 	mustInsert(t, a, j)
 	hi := serverNow()
-	if _, err := a.Claim(ctx, "layout", "w1", 1, time.Minute); err != nil {
-		t.Fatal(err)
+	js, err := claim(ctx, a, "layout", "w1", 1)
+	if err != nil || len(js) != 1 {
+		t.Fatalf("Claim = %v, %v", js, err)
 	}
-	if n, err := a.Finish(ctx, "w1", []queue.Outcome{{ID: j.ID, Attempt: 1, State: queue.StateRetryable, Error: `boom "quoted" / ünïcode`, Delay: time.Hour}}); err != nil || n != 1 {
+	if n, err := a.Finish(ctx, "w1", []queue.Outcome{{ID: j.ID, Token: js[0].Token, State: queue.StateRetryable, Error: `boom "quoted" / ünïcode`, Delay: time.Hour}}); err != nil || n != 1 {
 		t.Fatalf("Finish = %d, %v", n, err)
 	}
 	h, err := c.HGetAll(ctx, a.Prefix()+"job:"+j.ID.String()).Result()
@@ -307,12 +312,12 @@ func TestJobHashLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	integer := regexp.MustCompile(`^-?[0-9]+$`)
-	for _, f := range []string{"priority", "attempt", "max_retries", "retry_delay_ms", "timeout_ms", "run_at_us", "dispatched_at_us", "attempted_at_us"} {
+	for _, f := range []string{"priority", "attempt", "token", "max_retries", "retry_delay_ms", "timeout_ms", "run_at_us", "dispatched_at_us", "attempted_at_us"} {
 		if !integer.MatchString(h[f]) {
 			t.Errorf("field %s = %q; want an integer", f, h[f])
 		}
 	}
-	if h["state"] != "retryable" || h["priority"] != "-3" || h["timeout_ms"] != "90000" || h["attempted_by"] != "w1" || h["kind"] != "k" || h["queue"] != "layout" {
+	if h["state"] != "retryable" || h["priority"] != "-3" || h["timeout_ms"] != "90000" || h["attempted_by"] != "w1" || h["token"] != "1" || h["kind"] != "k" || h["queue"] != "layout" {
 		t.Errorf("job hash = %v", h)
 	}
 	if d, _ := strconv.ParseInt(h["dispatched_at_us"], 10, 64); d < lo || d > hi {
@@ -342,13 +347,14 @@ func TestDeleteLeavesNoKeys(t *testing.T) {
 	done, waiting, later := newJob("d1"), newJob("d2"), newJob("d3")
 	later.Delay = time.Hour
 	mustInsert(t, a, done, waiting, later)
-	if _, err := a.Claim(ctx, "d1", "w", 1, time.Minute); err != nil {
-		t.Fatal(err)
+	js, err := claim(ctx, a, "d1", "w", 1)
+	if err != nil || len(js) != 1 {
+		t.Fatalf("Claim = %v, %v", js, err)
 	}
 	if err := a.DeleteJob(ctx, done.ID); !errors.Is(err, queue.ErrJobState) {
 		t.Errorf("DeleteJob(running) = %v; want ErrJobState", err)
 	}
-	if _, err := a.Finish(ctx, "w", []queue.Outcome{{ID: done.ID, Attempt: 1, State: queue.StateCompleted, Result: []byte(`1`)}}); err != nil {
+	if _, err := a.Finish(ctx, "w", []queue.Outcome{{ID: done.ID, Token: js[0].Token, State: queue.StateCompleted, Result: []byte(`1`)}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []uuid.UUID{done.ID, waiting.ID, later.ID} {
@@ -378,11 +384,11 @@ func TestListJobs(t *testing.T) {
 	}
 	for i := range 3 {
 		for range 3 {
-			js, err := a.Claim(ctx, fmt.Sprintf("q%d", i), "w", 1, time.Minute)
+			js, err := claim(ctx, a, fmt.Sprintf("q%d", i), "w", 1)
 			if err != nil || len(js) != 1 {
 				t.Fatalf("Claim = %v, %v", js, err)
 			}
-			if _, err := a.Finish(ctx, "w", []queue.Outcome{{ID: js[0].ID, Attempt: 1, State: queue.StateFailed, Error: "x"}}); err != nil {
+			if _, err := a.Finish(ctx, "w", []queue.Outcome{{ID: js[0].ID, Token: js[0].Token, State: queue.StateFailed, Error: "x"}}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -491,11 +497,11 @@ func TestNotifications(t *testing.T) {
 		t.Fatalf("after promoting n2's job, got %q", q)
 	}
 	// Handing a job back wakes its queue.
-	js, err := a.Claim(ctx, "n1", "w", 1, time.Minute)
+	js, err := claim(ctx, a, "n1", "w", 1)
 	if err != nil || len(js) != 1 {
 		t.Fatalf("Claim = %v, %v", js, err)
 	}
-	if _, err := a.Finish(ctx, "w", []queue.Outcome{{ID: js[0].ID, Attempt: 1, State: queue.StateAvailable}}); err != nil {
+	if _, err := a.Finish(ctx, "w", []queue.Outcome{queue.HandBack(js[0], 0)}); err != nil {
 		t.Fatal(err)
 	}
 	if q := receive(t, ch); q != "n1" {

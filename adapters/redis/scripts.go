@@ -16,6 +16,13 @@ import (
 // and loads them on NOSCRIPT.
 
 // prelude is shared by the scripts: key names and the common moves.
+//
+// Job hashes can be edited by hand, so the scripts never do arithmetic on a
+// field they have not checked with toint: an unreadable number falls back to
+// a default where the script only needs it for an index score, and is passed
+// back to Go unchanged where Go reads it (Claim then marks the job invalid).
+// A script that raised an error half-way would leave its writes behind, so
+// each one reads and checks first and writes last.
 const prelude = `
 local P = ARGV[1]
 local function now_us()
@@ -23,22 +30,30 @@ local function now_us()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local function int(n) return string.format('%d', n) end
+-- toint reads a stored integer: optional minus sign and at most 17 digits,
+-- or nil (Lua's tonumber would also take ' 1', '1.5' and '1e3').
+local function toint(s)
+  if type(s) ~= 'string' then return nil end
+  local d = string.match(s, '^%-?(%d+)$')
+  if (not d) or #d > 17 then return nil end
+  return tonumber(s)
+end
 local function jobkey(id) return P .. 'job:' .. id end
 local function availkey(q) return P .. 'avail:' .. q end
 local function idxkey(st, q) return P .. 'idx:' .. st .. ':' .. q end
 -- Members of an available set sort by run_at, then ID, within one priority.
 local function member(run_at, id) return string.format('%016d', run_at) .. ':' .. id end
 local function make_available(id, q, prio, run_at)
-  redis.call('ZADD', availkey(q), 0 - prio, member(run_at, id))
+  redis.call('ZADD', availkey(q), 0 - (prio or 0), member(run_at or 0, id))
 end
 -- move re-files a job in the per-state index; dispatched is its score.
 local function move(id, q, from, to, dispatched)
   redis.call('ZREM', idxkey(from, q), id)
-  redis.call('ZADD', idxkey(to, q), dispatched, id)
+  redis.call('ZADD', idxkey(to, q), toint(dispatched) or 0, id)
 end
 -- add_error appends {"attempt","at_us","error"} to the job's JSON error history.
 local function add_error(key, attempt, at, msg)
-  local e = '{"attempt":' .. int(attempt) .. ',"at_us":' .. int(at) .. ',"error":' .. cjson.encode(msg) .. '}'
+  local e = '{"attempt":' .. int(attempt or 0) .. ',"at_us":' .. int(at) .. ',"error":' .. cjson.encode(msg) .. '}'
   local errs = redis.call('HGET', key, 'errors')
   if (not errs) or errs == '' or errs == '[]' then
     errs = '[' .. e .. ']'
@@ -49,6 +64,11 @@ local function add_error(key, attempt, at, msg)
 end
 local function publish(wake)
   for q in pairs(wake) do redis.call('PUBLISH', P .. 'wake', q) end
+end
+-- errtext is the message of an error caught by pcall.
+local function errtext(e)
+  if type(e) == 'table' then return tostring(e.err or e[1] or 'unknown error') end
+  return tostring(e)
 end
 `
 
@@ -77,7 +97,7 @@ for i = 0, n - 1 do
   local state = 'available'
   if delay > 0 then state = 'scheduled' end
   redis.call('HSET', jobkey(id), 'id', id, 'kind', ARGV[b + 1], 'queue', q, 'state', state,
-    'priority', prio, 'payload', ARGV[b + 4], 'attempt', '0', 'max_retries', ARGV[b + 5],
+    'priority', prio, 'payload', ARGV[b + 4], 'attempt', '0', 'token', '0', 'max_retries', ARGV[b + 5],
     'retry_delay_ms', ARGV[b + 6], 'timeout_ms', ARGV[b + 7], 'run_at_us', int(run_at),
     'dispatched_at_us', int(now), 'errors', '[]')
   redis.call('ZADD', P .. 'jobs', now, id)
@@ -94,111 +114,193 @@ publish(wake)
 return {'ok'}
 `)
 
-// claimScript: ARGV[2] queue, [3] worker, [4] limit, [5] lease_us. Pops up
-// to limit available jobs (highest priority, then oldest), marks them
-// running with the lease, and returns per job {id, kind, payload, priority,
-// attempt, max_retries, retry_delay_ms, timeout_ms, dispatched_at_us}.
+// claimReplyFields is the number of fields per job in claimScript's reply.
+const claimReplyFields = 11
+
+// claimScript: ARGV[2] queue, [3] worker, [4] limit, [5] lease_us, [6] the
+// number of kinds k, [7 .. 6+k] the kinds (none: any kind). It claims up to
+// limit available jobs (highest priority, then oldest) of those kinds: marks
+// each running with the lease, counts the attempt, and gives it a new claim
+// token (HINCRBY token 1: it only grows; nothing else writes it). Jobs of
+// other kinds are skipped, not removed, so they wait for a worker that knows
+// them. Entries whose job is gone or no longer available are dropped.
+//
+// The work of one call is bounded: it inspects at most limit*4+100 entries
+// of the available set, so a claim stays cheap even behind a long run of
+// jobs of kinds this worker does not know; when that run is longer than the
+// bound, the claim comes back short (or empty) and those jobs wait for the
+// workers that know their kinds.
+//
+// A job whose attempt field is not an integer is claimed with the field
+// left as it is; a job whose token field is not an integer gets the server's
+// time in microseconds as its token (larger than any counter before it) and
+// a note. Go marks both invalid, and the worker fails them with the reason.
+//
+// Returns per job {id, token, kind, payload, priority, attempt, max_retries,
+// retry_delay_ms, timeout_ms, dispatched_at_us, note}.
 var claimScript = goredis.NewScript(prelude + `
 local q, worker, limit, lease = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local nk = tonumber(ARGV[6])
 if limit <= 0 then return {} end
+local kinds = nil
+if nk > 0 then
+  kinds = {}
+  for i = 1, nk do kinds[ARGV[6 + i]] = true end
+end
+local budget = limit * 4 + 100
+local uuidpat = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
 local now = now_us()
+local expires = now + lease
 local ak = availkey(q)
 local out = {}
-for _, m in ipairs(redis.call('ZRANGE', ak, 0, limit - 1)) do
-  redis.call('ZREM', ak, m)
-  local id = string.sub(m, (string.find(m, ':', 1, true) or 0) + 1)
-  local key = jobkey(id)
-  local f = redis.call('HMGET', key, 'state', 'attempt', 'kind', 'payload', 'priority',
-    'max_retries', 'retry_delay_ms', 'timeout_ms', 'dispatched_at_us')
-  if f[1] == 'available' then
-    local attempt = tonumber(f[2]) + 1
-    local expires = now + lease
-    redis.call('HSET', key, 'state', 'running', 'attempt', int(attempt), 'attempted_at_us', int(now),
-      'attempted_by', worker, 'lease_expires_at_us', int(expires))
-    redis.call('ZADD', P .. 'running', expires, id)
-    move(id, q, 'available', 'running', f[9])
-    table.insert(out, {id, f[3], f[4], f[5], int(attempt), f[6], f[7], f[8], f[9]})
+-- Skipped entries stay at the front of what is left, so the next page
+-- starts after them.
+local skipped, scanned = 0, 0
+while #out < limit and scanned < budget do
+  local page = math.min(budget - scanned, math.max(limit - #out, kinds and 64 or 1))
+  local ms = redis.call('ZRANGE', ak, skipped, skipped + page - 1)
+  if #ms == 0 then break end
+  for _, m in ipairs(ms) do
+    scanned = scanned + 1
+    local id = string.sub(m, (string.find(m, ':', 1, true) or 0) + 1)
+    local key = jobkey(id)
+    local f = false
+    if string.find(id, uuidpat) then
+      f = redis.pcall('HMGET', key, 'state', 'kind', 'attempt', 'payload', 'priority',
+        'max_retries', 'retry_delay_ms', 'timeout_ms', 'dispatched_at_us')
+      if type(f) ~= 'table' or f.err then f = false end
+    end
+    if (not f) or f[1] ~= 'available' then
+      redis.call('ZREM', ak, m) -- the job is gone, not a hash, or no longer available
+    elseif kinds and f[2] and f[2] ~= '' and not kinds[f[2]] then
+      skipped = skipped + 1
+    else
+      local attempt = f[3] or ''
+      local n = toint(attempt)
+      if n then attempt = int(n + 1) end
+      redis.call('ZREM', ak, m)
+      redis.call('ZADD', P .. 'running', expires, id)
+      move(id, q, 'available', 'running', f[9])
+      redis.call('HSET', key, 'state', 'running', 'attempt', attempt, 'attempted_at_us', int(now),
+        'attempted_by', worker, 'lease_expires_at_us', int(expires))
+      local note = ''
+      local token = redis.pcall('HINCRBY', key, 'token', 1)
+      if type(token) ~= 'number' then
+        local old = redis.call('HGET', key, 'token') or ''
+        token = now
+        redis.call('HSET', key, 'token', int(token))
+        note = 'token ' .. string.format('%q', string.sub(old, 1, 64)) .. ' was not an integer (replaced by ' .. int(token) .. ')'
+      end
+      table.insert(out, {id, int(token), f[2] or '', f[4] or '', f[5] or '', attempt, f[6] or '',
+        f[7] or '', f[8] or '', f[9] or '', note})
+      if #out >= limit then break end
+    end
   end
 end
 return out
 `)
 
 // finishFields is the number of ARGV entries per outcome in finishScript.
-const finishFields = 6
+const finishFields = 9
 
-// finishScript: ARGV[2] worker, [3] n, then per outcome: id, attempt,
-// state, result, error, delay_us. The completion guard: an outcome applies
-// only while the job is running that attempt for that worker. Handing a job
-// back (available/scheduled) un-counts the attempt. Returns how many applied.
+// finishScript: ARGV[2] worker, [3] n, then per outcome: id, token, state,
+// finishes, counts, runs_again, delay_us, error, result. The Go side
+// decides everything (queue.Outcome's methods) and passes it as flags:
+// finishes (1: set finished_at), counts (0: take the attempt back),
+// runs_again (1: run_at = now + delay, on the delayed set; else, unless it
+// finishes, available now at its old place in line), and result ("-": leave
+// the result field alone; "+" followed by the result to store, which may be
+// empty: delete the field).
+//
+// The completion guard: an outcome applies only while the job is running
+// under that token for that worker. Each outcome runs under pcall, so one
+// that raises an error (a key of the wrong type) does not stop the others;
+// it reads and checks first and writes the index sets before the hash, so
+// a failure leaves the job running and its Go fallback can still fail it.
+// Returns {applied, {i, error, i, error, ...}} with i the outcome's index (1-based).
 var finishScript = goredis.NewScript(prelude + `
 local worker, n = ARGV[2], tonumber(ARGV[3])
 local now = now_us()
-local applied, wake = 0, {}
-for i = 0, n - 1 do
-  local b = 4 + i * 6
-  local id, attempt, st = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2]
-  local result, err, delay = ARGV[b + 3], ARGV[b + 4], tonumber(ARGV[b + 5])
+local applied, wake, failed = 0, {}, {}
+local function apply(b)
+  local id, token, st = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local finishes, counts, runs_again = ARGV[b + 3] == '1', ARGV[b + 4] == '1', ARGV[b + 5] == '1'
+  local delay, err, result = tonumber(ARGV[b + 6]), ARGV[b + 7], ARGV[b + 8]
   local key = jobkey(id)
-  local f = redis.call('HMGET', key, 'state', 'attempt', 'attempted_by', 'queue', 'priority', 'run_at_us', 'dispatched_at_us')
-  if f[1] == 'running' and tonumber(f[2]) == attempt and f[3] == worker then
-    local q, att = f[4], tonumber(f[2])
-    redis.call('ZREM', P .. 'running', id)
-    redis.call('HDEL', key, 'lease_expires_at_us')
-    if err ~= '' then add_error(key, att, now, err) end
-    redis.call('HSET', key, 'state', st)
-    if st == 'available' or st == 'scheduled' then
-      redis.call('HSET', key, 'attempt', int(att - 1))
-    end
-    if st == 'completed' then
-      if result ~= '' then redis.call('HSET', key, 'result', result) else redis.call('HDEL', key, 'result') end
-    end
-    if st == 'completed' or st == 'failed' or st == 'cancelled' then
-      redis.call('HSET', key, 'finished_at_us', int(now))
-    else
-      redis.call('HDEL', key, 'finished_at_us')
-    end
-    if st == 'retryable' or st == 'scheduled' then
-      local run_at = now + delay
-      redis.call('HSET', key, 'run_at_us', int(run_at))
-      redis.call('ZADD', P .. 'delayed', run_at, id)
-    elseif st == 'available' then
-      make_available(id, q, tonumber(f[5]), tonumber(f[6]))
-      wake[q] = true
-    end
-    move(id, q, 'running', st, f[7])
+  local f = redis.call('HMGET', key, 'state', 'token', 'attempted_by', 'queue', 'priority', 'run_at_us',
+    'dispatched_at_us', 'attempt')
+  if f[1] ~= 'running' or f[2] ~= token or f[3] ~= worker then return false end
+  local q, att = f[4], toint(f[8])
+  local run_at = nil
+  if runs_again then
+    run_at = now + delay
+    redis.call('ZADD', P .. 'delayed', run_at, id)
+  elseif not finishes then
+    make_available(id, q, toint(f[5]), toint(f[6]))
+    wake[q] = true
+  end
+  redis.call('ZREM', P .. 'running', id)
+  move(id, q, 'running', st, f[7])
+  if err ~= '' then add_error(key, att, now, err) end
+  redis.call('HSET', key, 'state', st)
+  redis.call('HDEL', key, 'lease_expires_at_us')
+  if att and not counts then redis.call('HSET', key, 'attempt', int(att - 1)) end
+  if string.sub(result, 1, 1) == '+' then
+    if #result > 1 then redis.call('HSET', key, 'result', string.sub(result, 2)) else redis.call('HDEL', key, 'result') end
+  end
+  if finishes then
+    redis.call('HSET', key, 'finished_at_us', int(now))
+  else
+    redis.call('HDEL', key, 'finished_at_us')
+  end
+  if run_at then redis.call('HSET', key, 'run_at_us', int(run_at)) end
+  return true
+end
+for i = 0, n - 1 do
+  local ok, res = pcall(apply, 4 + i * 9)
+  if not ok then
+    table.insert(failed, i + 1)
+    table.insert(failed, errtext(res))
+  elseif res then
     applied = applied + 1
   end
 end
 publish(wake)
-return applied
+return {applied, failed}
 `)
 
-// extendScript: ARGV[2] worker, [3] lease_us, [4...] job IDs. Renews the
-// leases of the jobs that worker still runs; returns how many.
+// extendScript: ARGV[2] worker, [3] lease_us, then pairs of job ID and
+// token. Renews the leases that worker still holds: the job running under
+// that token for that worker. Returns the 1-based indexes of the pairs
+// whose lease is no longer held.
 var extendScript = goredis.NewScript(prelude + `
 local worker, lease = ARGV[2], tonumber(ARGV[3])
 local now = now_us()
-local n = 0
-for i = 4, #ARGV do
-  local id = ARGV[i]
+local expires = now + lease
+local lost = {}
+for i = 0, (#ARGV - 3) / 2 - 1 do
+  local id, token = ARGV[4 + i * 2], ARGV[5 + i * 2]
   local key = jobkey(id)
-  local f = redis.call('HMGET', key, 'state', 'attempted_by')
-  if f[1] == 'running' and f[2] == worker then
-    local expires = now + lease
-    redis.call('HSET', key, 'lease_expires_at_us', int(expires))
+  local f = redis.pcall('HMGET', key, 'state', 'token', 'attempted_by')
+  if type(f) == 'table' and not f.err and f[1] == 'running' and f[2] == token and f[3] == worker then
     redis.call('ZADD', P .. 'running', expires, id)
-    n = n + 1
+    redis.call('HSET', key, 'lease_expires_at_us', int(expires))
+  else
+    table.insert(lost, i + 1)
   end
 end
-return n
+return lost
 `)
 
-// maintainScript: ARGV[2] batch. Makes up to batch due scheduled/retryable
-// jobs available, and hands back up to batch running jobs whose lease has
-// expired, noting it in their error history (the attempt still counts).
-// Returns {promoted, rescued}.
+// maintainScript: ARGV[2] batch, [3] and [4] the text of a lease-expiry
+// error before and after the worker's ID (queue.LeaseExpiredText). Makes up
+// to batch due scheduled/retryable jobs available, and hands back up to
+// batch running jobs whose lease has expired, noting it in their error
+// history (the attempt still counts; the token stays, so the next claim
+// gets a larger one). Returns {promoted, rescued}.
 var maintainScript = goredis.NewScript(prelude + `
 local batch = tonumber(ARGV[2])
+local expired_before, expired_after = ARGV[3], ARGV[4]
 local now = now_us()
 local wake = {}
 local promoted, rescued = 0, 0
@@ -207,9 +309,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', int(now)
   local key = jobkey(id)
   local f = redis.call('HMGET', key, 'state', 'queue', 'priority', 'run_at_us', 'dispatched_at_us')
   if f[1] == 'scheduled' or f[1] == 'retryable' then
-    redis.call('HSET', key, 'state', 'available')
-    make_available(id, f[2], tonumber(f[3]), tonumber(f[4]))
+    make_available(id, f[2], toint(f[3]), toint(f[4]) or now)
     move(id, f[2], f[1], 'available', f[5])
+    redis.call('HSET', key, 'state', 'available')
     wake[f[2]] = true
     promoted = promoted + 1
   end
@@ -219,12 +321,13 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. i
   local key = jobkey(id)
   local f = redis.call('HMGET', key, 'state', 'queue', 'priority', 'run_at_us', 'dispatched_at_us', 'attempt', 'attempted_by')
   if f[1] == 'running' then
+    local by = f[7]
+    if (not by) or by == '' then by = '?' end
+    make_available(id, f[2], toint(f[3]), toint(f[4]) or now)
+    move(id, f[2], 'running', 'available', f[5])
     redis.call('HSET', key, 'state', 'available')
     redis.call('HDEL', key, 'lease_expires_at_us')
-    add_error(key, tonumber(f[6]), now,
-      'lease expired: worker ' .. (f[7] or '?') .. ' stopped renewing it (crashed or killed?)')
-    make_available(id, f[2], tonumber(f[3]), tonumber(f[4]))
-    move(id, f[2], 'running', 'available', f[5])
+    add_error(key, toint(f[6]), now, expired_before .. string.sub(by, 1, 256) .. expired_after)
     wake[f[2]] = true
     rescued = rescued + 1
   end
@@ -237,7 +340,9 @@ return {promoted, rescued}
 // {'missing'} or {'state', current state}.
 
 // retryScript makes a failed, cancelled, retryable or scheduled job
-// available now with attempt 0; its error history is kept.
+// available now with attempt 0 (a fresh retry budget); its error history
+// and its token are kept, so the next claim gets a larger token and an
+// execution of it still running somewhere can never finish the new attempt.
 var retryScript = goredis.NewScript(prelude + `
 local id = ARGV[2]
 local key = jobkey(id)
@@ -249,7 +354,7 @@ local now = now_us()
 redis.call('ZREM', P .. 'delayed', id)
 redis.call('HSET', key, 'state', 'available', 'attempt', '0', 'run_at_us', int(now))
 redis.call('HDEL', key, 'finished_at_us', 'lease_expires_at_us')
-make_available(id, f[2], tonumber(f[3]), now)
+make_available(id, f[2], toint(f[3]), now)
 move(id, f[2], st, 'available', f[4])
 publish({[f[2]] = true})
 return {'ok'}
@@ -264,7 +369,7 @@ local f = redis.call('HMGET', key, 'state', 'queue', 'priority', 'run_at_us', 'd
 local st = f[1]
 if not st then return {'missing'} end
 if st == 'available' then
-  redis.call('ZREM', availkey(f[2]), member(tonumber(f[4]), id))
+  redis.call('ZREM', availkey(f[2]), member(toint(f[4]) or 0, id))
 elseif st == 'scheduled' or st == 'retryable' then
   redis.call('ZREM', P .. 'delayed', id)
 elseif st == 'running' then
@@ -275,7 +380,7 @@ end
 local now = now_us()
 redis.call('HSET', key, 'state', 'cancelled', 'finished_at_us', int(now))
 redis.call('HDEL', key, 'lease_expires_at_us')
-add_error(key, tonumber(f[6]), now, 'cancelled by operator')
+add_error(key, toint(f[6]), now, 'cancelled by operator')
 move(id, f[2], st, 'cancelled', f[5])
 return {'ok'}
 `)
@@ -290,7 +395,7 @@ local st, q = f[1], f[2]
 if not st then return {'missing'} end
 if st == 'running' then return {'state', st} end
 if st == 'available' then
-  redis.call('ZREM', availkey(q), member(tonumber(f[3]), id))
+  redis.call('ZREM', availkey(q), member(toint(f[3]) or 0, id))
 elseif st == 'scheduled' or st == 'retryable' then
   redis.call('ZREM', P .. 'delayed', id)
 end
