@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,30 +17,39 @@ import (
 
 const jobColumns = `id, kind, queue, state, priority, payload, result, attempt, max_retries,
     retry_delay_ms, timeout_ms, run_at, dispatched_at, attempted_at, COALESCE(attempted_by, ''),
-    lease_expires_at, finished_at, errors`
+    lease_expires_at, finished_at, errors, errors_omitted, claim_token`
 
 type scanner interface{ Scan(dest ...any) error }
 
+// scanJob reads a row of jobColumns. A time it cannot read (an impossible
+// date written by hand) is left zero and noted in the error history, so
+// that operators still see the row and can retry or delete it.
 func scanJob(row scanner) (*queue.JobInfo, error) {
 	var (
-		j                                    queue.JobInfo
-		state                                string
-		payload, result, errs                []byte
-		retryMS, timeoutMS                   int64
-		runAt, dispatched, attempted, leased utcTime
-		finished                             utcTime
+		j                     queue.JobInfo
+		state                 string
+		payload, result, errs []byte
+		retryMS, timeoutMS    int64
+		times                 [5]any // run_at, dispatched_at, attempted_at, lease_expires_at, finished_at
 	)
 	err := row.Scan(&j.ID, &j.Kind, &j.Queue, &state, &j.Priority, &payload, &result, &j.Attempt, &j.MaxRetries,
-		&retryMS, &timeoutMS, &runAt, &dispatched, &attempted, &j.AttemptedBy,
-		&leased, &finished, &errs)
+		&retryMS, &timeoutMS, &times[0], &times[1], &times[2], &j.AttemptedBy,
+		&times[3], &times[4], &errs, &j.ErrorsOmitted, &j.Token)
 	if err != nil {
 		return nil, err
+	}
+	var parsed [5]utcTime
+	var unreadable []string
+	for i, v := range times {
+		if err := parsed[i].Scan(v); err != nil {
+			unreadable = append(unreadable, fmt.Sprintf("%s: %v", timeColumns[i], err))
+		}
 	}
 	j.State = queue.JobState(state)
 	j.RetryDelay = time.Duration(retryMS) * time.Millisecond
 	j.Timeout = time.Duration(timeoutMS) * time.Millisecond
-	j.RunAt, j.DispatchedAt = runAt.Time, dispatched.Time
-	j.AttemptedAt, j.LeaseExpiresAt, j.FinishedAt = attempted.ptr(), leased.ptr(), finished.ptr()
+	j.RunAt, j.DispatchedAt = parsed[0].Time, parsed[1].Time
+	j.AttemptedAt, j.LeaseExpiresAt, j.FinishedAt = parsed[2].ptr(), parsed[3].ptr(), parsed[4].ptr()
 	j.Payload = payload
 	if len(result) > 0 {
 		j.Result = result
@@ -50,10 +60,16 @@ func scanJob(row scanner) (*queue.JobInfo, error) {
 			j.Errors = []queue.JobError{{Error: "unreadable errors column: " + string(errs)}}
 		}
 	}
+	for _, u := range unreadable {
+		j.Errors = append(j.Errors, queue.JobError{Error: queue.CleanErrorText("unreadable " + u)})
+	}
 	return &j, nil
 }
 
-// GetJob implements queue.Inspector.
+// timeColumns names the times of jobColumns, in order, for messages.
+var timeColumns = [5]string{"run_at", "dispatched_at", "attempted_at", "lease_expires_at", "finished_at"}
+
+// GetJob implements queue.JobReader.
 func (a *Adapter) GetJob(ctx context.Context, id uuid.UUID) (*queue.JobInfo, error) {
 	j, err := scanJob(a.db.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM tasq_jobs WHERE id = ?`, id.String()))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -65,7 +81,7 @@ func (a *Adapter) GetJob(ctx context.Context, id uuid.UUID) (*queue.JobInfo, err
 	return j, nil
 }
 
-// ListJobs implements queue.Inspector: newest first.
+// ListJobs implements queue.JobReader: newest first.
 func (a *Adapter) ListJobs(ctx context.Context, f queue.ListFilter) ([]*queue.JobInfo, error) {
 	var where []string
 	var args []any
@@ -113,11 +129,11 @@ func (a *Adapter) ListJobs(ctx context.Context, f queue.ListFilter) ([]*queue.Jo
 	return out, nil
 }
 
-// changeState moves job id to a new state with set, if its state is one of
-// from; otherwise it explains why not.
-func (a *Adapter) changeState(ctx context.Context, op string, id uuid.UUID, set string, from ...queue.JobState) error {
+// changeState moves job id to a new state with set (whose placeholders
+// setArgs fill), if its state is one of from; otherwise it explains why not.
+func (a *Adapter) changeState(ctx context.Context, op string, id uuid.UUID, set string, setArgs []any, from ...queue.JobState) error {
 	states := make([]string, len(from))
-	args := []any{id.String()}
+	args := append(slices.Clone(setArgs), id.String())
 	for i, s := range from {
 		states[i] = string(s)
 		args = append(args, string(s))
@@ -139,11 +155,13 @@ WHERE id = ? AND state IN (`+placeholders(len(from))+`)`, args...)
 	return fmt.Errorf("%w: cannot %s job %s: it is %s (allowed from: %s)", queue.ErrJobState, op, id, j.State, strings.Join(states, ", "))
 }
 
-// RetryJob implements queue.Inspector: the job becomes available now with
-// its attempt count reset; its error history is kept.
+// RetryJob implements queue.JobEditor: the job becomes available now with a
+// fresh retry budget (attempt 0); its error history and its claim token are
+// kept, so an execution of it that still runs somewhere (cancelled while
+// running, say) can never finish the new attempt.
 func (a *Adapter) RetryJob(ctx context.Context, id uuid.UUID) error {
 	err := a.changeState(ctx, "retry", id,
-		`state = 'available', attempt = 0, run_at = `+nowSQL+`, finished_at = NULL, lease_expires_at = NULL`,
+		`state = 'available', attempt = 0, run_at = `+nowSQL+`, finished_at = NULL, lease_expires_at = NULL`, nil,
 		queue.StateFailed, queue.StateCancelled, queue.StateRetryable, queue.StateScheduled)
 	if err == nil {
 		a.notify(map[string]bool{"": true})
@@ -151,16 +169,21 @@ func (a *Adapter) RetryJob(ctx context.Context, id uuid.UUID) error {
 	return err
 }
 
-// CancelJob implements queue.Inspector. A running job is marked cancelled at
-// once; its worker's outcome is then discarded by the completion guard.
+// cancelledText is the error history entry of a job an operator cancelled.
+var cancelledText = queue.CleanErrorText("cancelled by operator")
+
+// CancelJob implements queue.JobEditor. A running job is marked cancelled at
+// once; its worker learns so when it next renews the lease, and its outcome
+// is refused by the completion guard.
 func (a *Adapter) CancelJob(ctx context.Context, id uuid.UUID) error {
 	return a.changeState(ctx, "cancel", id,
-		`errors = JSON_ARRAY_APPEND(errors, '$', JSON_OBJECT('attempt', attempt, 'at', `+nowJSONSQL+`, 'error', 'cancelled by operator')),
-    state = 'cancelled', finished_at = `+nowSQL+`, lease_expires_at = NULL`,
+		omitErrorSQL+`,
+    errors = `+appendErrorSQL+`,
+    state = 'cancelled', finished_at = `+nowSQL+`, lease_expires_at = NULL`, []any{cancelledText},
 		queue.StateScheduled, queue.StateAvailable, queue.StateRunning, queue.StateRetryable)
 }
 
-// DeleteJob implements queue.Inspector.
+// DeleteJob implements queue.JobEditor.
 func (a *Adapter) DeleteJob(ctx context.Context, id uuid.UUID) error {
 	res, err := a.db.ExecContext(ctx, `DELETE FROM tasq_jobs WHERE id = ? AND state <> 'running'`, id.String())
 	if err != nil {
@@ -178,7 +201,7 @@ func (a *Adapter) DeleteJob(ctx context.Context, id uuid.UUID) error {
 	return fmt.Errorf("%w: cannot delete job %s while it is %s; cancel it first", queue.ErrJobState, id, j.State)
 }
 
-// Stats implements queue.Inspector: job counts per queue and state, states
+// Stats implements queue.StatsReader: job counts per queue and state, states
 // in life-cycle order.
 func (a *Adapter) Stats(ctx context.Context) ([]queue.QueueStat, error) {
 	rows, err := a.db.QueryContext(ctx, `SELECT queue, state, COUNT(*) FROM tasq_jobs GROUP BY queue, state ORDER BY queue, state`)

@@ -9,6 +9,11 @@
 // Every time (run_at, leases, dispatched_at, finished_at) comes from the
 // database clock and is stored as UTC in DATETIME(6) columns.
 //
+// Every claim of a job sets its claim_token column one higher, and nothing
+// resets it; outcomes and lease renewals apply only while the job is running
+// under the token of their execution, for the worker that claimed it. The
+// attempt column is the retry budget only (an operator's RetryJob resets it).
+//
 // There is no LISTEN/NOTIFY in MySQL: workers of other processes find new
 // jobs by polling (worker.Config.PollInterval). The adapter implements
 // queue.Notifier only within one process: jobs inserted, handed back,
@@ -60,19 +65,29 @@ func init() {
 	})
 }
 
-// Adapter is the MySQL/MariaDB adapter. It implements queue.Adapter and
-// queue.Notifier (in-process wake-ups only) and is safe for concurrent use.
+// Adapter is the MySQL/MariaDB adapter. It implements queue.Adapter and the
+// capabilities queue.TxInserter (a *sql.Tx), queue.Maintainer,
+// queue.Notifier (in-process wake-ups only), queue.JobReader,
+// queue.JobEditor and queue.StatsReader, and is safe for concurrent use.
 type Adapter struct {
-	db    *sql.DB
-	ownDB bool
-	addr  string // for messages
+	db      *sql.DB
+	ownDB   bool
+	addr    string // for messages
+	mariaDB bool   // JSON is LONGTEXT with a JSON_VALID check, not a type
 
 	subsMu sync.Mutex
 	subs   map[chan string]struct{}
 }
 
-var _ queue.Adapter = (*Adapter)(nil)
-var _ queue.Notifier = (*Adapter)(nil)
+var (
+	_ queue.Adapter     = (*Adapter)(nil)
+	_ queue.TxInserter  = (*Adapter)(nil)
+	_ queue.Maintainer  = (*Adapter)(nil)
+	_ queue.Notifier    = (*Adapter)(nil)
+	_ queue.JobReader   = (*Adapter)(nil)
+	_ queue.JobEditor   = (*Adapter)(nil)
+	_ queue.StatsReader = (*Adapter)(nil)
+)
 
 // ParseDSN parses a go-sql-driver/mysql DSN such as
 // "user:pass@tcp(127.0.0.1:3306)/app?tls=true", optionally prefixed with
@@ -160,14 +175,16 @@ func newAdapter(ctx context.Context, db *sql.DB, addr string) (*Adapter, error) 
 		return nil, fmt.Errorf("%w (MySQL database %q at %s has no tasq_jobs table; apply the MySQL schema with `tasq migrate up` on this database or migrations.UpMySQL)",
 			queue.ErrNotMigrated, dbName.String, addr)
 	}
-	return &Adapter{db: db, addr: addr}, nil
+	return &Adapter{db: db, addr: addr, mariaDB: isMariaDB(version)}, nil
 }
+
+// isMariaDB tells MariaDB from MySQL by the server version.
+func isMariaDB(version string) bool { return strings.Contains(strings.ToLower(version), "mariadb") }
 
 // checkVersion refuses servers without SKIP LOCKED.
 func checkVersion(version string) error {
-	isMariaDB := strings.Contains(strings.ToLower(version), "mariadb")
 	minimum, product := minMySQL, "MySQL"
-	if isMariaDB {
+	if isMariaDB(version) {
 		minimum, product = minMariaDB, "MariaDB"
 		version = strings.TrimPrefix(version, "5.5.5-") // old clients' replication prefix
 	}
@@ -230,6 +247,38 @@ const (
 	errBadField    = 1054 // ER_BAD_FIELD_ERROR: a column is missing
 	errDeadlock    = 1213 // ER_LOCK_DEADLOCK: the transaction was rolled back
 )
+
+// dataErrors are the MySQL and MariaDB error numbers of a value the server
+// cannot store: the statement that met it failed as a whole, and the same
+// statement without that value would succeed.
+var dataErrors = map[uint16]bool{
+	1048: true, // ER_BAD_NULL_ERROR: NULL in a NOT NULL column (a JSON function gave up)
+	1153: true, // ER_NET_PACKET_TOO_LARGE: over max_allowed_packet
+	1264: true, // ER_WARN_DATA_OUT_OF_RANGE
+	1265: true, // WARN_DATA_TRUNCATED
+	1292: true, // ER_TRUNCATED_WRONG_VALUE (e.g. an impossible time)
+	1300: true, // ER_INVALID_CHARACTER_STRING
+	1301: true, // ER_WARN_ALLOWED_PACKET_OVERFLOWED
+	1366: true, // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD: "Incorrect string value" (bad UTF-8)
+	1367: true, // ER_ILLEGAL_VALUE_FOR_TYPE
+	1406: true, // ER_DATA_TOO_LONG
+	1441: true, // ER_DATETIME_FUNCTION_OVERFLOW: run_at beyond year 9999
+	1690: true, // ER_DATA_OUT_OF_RANGE: an expression overflowed
+	3140: true, // ER_INVALID_JSON_TEXT (MySQL)
+	3141: true, // ER_INVALID_JSON_TEXT_IN_PARAM (MySQL)
+	3144: true, // ER_INVALID_JSON_CHARSET (MySQL)
+	3146: true, // ER_INVALID_TYPE_FOR_JSON (MySQL)
+	3156: true, // ER_INVALID_JSON_VALUE_FOR_CAST (MySQL)
+	3157: true, // ER_JSON_DOCUMENT_TOO_DEEP (MySQL)
+	3819: true, // ER_CHECK_CONSTRAINT_VIOLATED (MySQL)
+	4025: true, // ER_CONSTRAINT_FAILED: a CHECK constraint, e.g. JSON_VALID (MariaDB)
+}
+
+// isDataError reports whether err is the server refusing a value (see
+// dataErrors), or the driver refusing a statement too large to send.
+func isDataError(err error) bool {
+	return dataErrors[errNumber(err)] || errors.Is(err, gomysql.ErrPktTooLarge)
+}
 
 func errNumber(err error) uint16 {
 	var me *gomysql.MySQLError

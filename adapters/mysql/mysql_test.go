@@ -46,28 +46,33 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// TestConformanceServerPrepared runs the suite through NewFromDB on a pool
-// with the driver's defaults: server-side prepared statements (no
-// interpolateParams) and times read without parseTime.
+// newAdapterFromDB returns an adapter made by NewFromDB on a pool with the
+// driver's defaults: server-side prepared statements (no interpolateParams)
+// and times read without parseTime.
+func newAdapterFromDB(t *testing.T) *mysql.Adapter {
+	t.Helper()
+	db, err := sql.Open("mysql", testmysql.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	a, err := mysql.NewFromDB(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	return a
+}
+
+// TestConformanceServerPrepared runs the suite through NewFromDB (see
+// newAdapterFromDB).
 func TestConformanceServerPrepared(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the suite already ran through New")
 	}
 	adaptertest.Run(t, adaptertest.Harness{
-		New: func(t *testing.T) queue.Adapter {
-			db, err := sql.Open("mysql", testmysql.NewDatabase(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
-			a, err := mysql.NewFromDB(context.Background(), db)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(a.Close)
-			return a
-		},
-		Tx: sqlTx,
+		New: func(t *testing.T) queue.Adapter { return newAdapterFromDB(t) },
+		Tx:  sqlTx,
 	})
 }
 
@@ -135,7 +140,7 @@ func TestNotMigrated(t *testing.T) {
 	if err := migrations.DownMySQL(ctx, dsn); err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.Claim(ctx, "default", "w", 1, time.Minute)
+	_, err = a.Claim(ctx, queue.ClaimRequest{Queue: "default", WorkerID: "w", Limit: 1, Lease: time.Minute})
 	if !errors.Is(err, queue.ErrNotMigrated) || !strings.Contains(err.Error(), "migrations.UpMySQL") {
 		t.Errorf("Claim without a table = %v, want ErrNotMigrated naming migrations.UpMySQL", err)
 	}
@@ -172,8 +177,8 @@ func TestMigrations(t *testing.T) {
 		t.Fatalf("second UpMySQL: %v", err)
 	}
 	v, dirty, err := migrations.VersionMySQL(ctx, dsn)
-	if err != nil || dirty || v != migrations.Latest {
-		t.Fatalf("VersionMySQL = %d, dirty %v, %v; want %d, clean", v, dirty, err, migrations.Latest)
+	if err != nil || dirty || v != mysqlLatest {
+		t.Fatalf("VersionMySQL = %d, dirty %v, %v; want %d, clean", v, dirty, err, mysqlLatest)
 	}
 	db := openDB(t, dsn)
 	var table string
@@ -223,6 +228,40 @@ func TestMigrations(t *testing.T) {
 	if v, _, err := migrations.VersionMySQL(ctx, dsn); err != nil || v != 1 {
 		t.Errorf("VersionMySQL after StepsMySQL(1) = %d, %v", v, err)
 	}
+	if hasClaimToken(t, dsn) {
+		t.Error("version 1 has the claim_token column")
+	}
+	// Version 2 adds claim_token to existing rows, 0 until their next claim.
+	db = openDB(t, dsn)
+	if _, err := db.Exec(`INSERT INTO tasq_jobs (id, kind) VALUES (?, 'plain.sql')`, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := migrations.StepsMySQL(ctx, dsn, 1); err != nil {
+		t.Fatalf("StepsMySQL(1) to version 2: %v", err)
+	}
+	var token int64
+	if err := db.QueryRow(`SELECT claim_token FROM tasq_jobs WHERE id = ?`, id).Scan(&token); err != nil || token != 0 {
+		t.Errorf("claim_token of a row older than the column = %d, %v; want 0", token, err)
+	}
+	if err := migrations.StepsMySQL(ctx, dsn, -1); err != nil {
+		t.Fatalf("StepsMySQL(-1) from version 2: %v", err)
+	}
+	if hasClaimToken(t, dsn) {
+		t.Error("claim_token is still there after rolling version 2 back")
+	}
+}
+
+// mysqlLatest is the newest migration in migrations/mysql.
+const mysqlLatest = 2
+
+func hasClaimToken(t *testing.T, dsn string) bool {
+	t.Helper()
+	var n int
+	if err := openDB(t, dsn).QueryRow(`SELECT COUNT(*) FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name = 'tasq_jobs' AND column_name = 'claim_token'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
 }
 
 func TestMigrationErrors(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tasqhq/tasq/queue"
 )
 
 // nowSQL is the database clock in UTC, as stored in the DATETIME(6) columns.
@@ -12,6 +14,28 @@ const nowSQL = `UTC_TIMESTAMP(6)`
 // nowJSONSQL is the database clock as an RFC 3339 string, for the "at" of
 // error history entries (a DATETIME inside JSON would not be RFC 3339).
 const nowJSONSQL = `DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%dT%H:%i:%s.%fZ')`
+
+// The error history keeps at most queue.MaxErrorHistory (20) entries: the
+// first and the newest. appendErrorSQL is the history with an entry of the
+// current attempt appended, whose text is its one placeholder; when the
+// history is full the second entry makes room. historyFullSQL tells when
+// errors_omitted must count that drop: an UPDATE assigns errors_omitted
+// before errors, so that it reads the history as it was.
+const (
+	historyFullSQL = `JSON_LENGTH(errors) >= 20`
+	appendErrorSQL = `JSON_ARRAY_APPEND(IF(` + historyFullSQL + `, JSON_REMOVE(errors, '$[1]'), errors), '$',
+        JSON_OBJECT('attempt', attempt, 'at', ` + nowJSONSQL + `, 'error', ?))`
+	countOmittedSQL = `LEAST(errors_omitted + 1, 2147483647)`
+	// omitErrorSQL is the errors_omitted assignment that goes with an
+	// appendErrorSQL on every row of the UPDATE.
+	omitErrorSQL = `errors_omitted = IF(` + historyFullSQL + `, ` + countOmittedSQL + `, errors_omitted)`
+)
+
+// The 20 above is queue.MaxErrorHistory: these stop compiling if it changes.
+const (
+	_ = uint(queue.MaxErrorHistory - 20)
+	_ = uint(20 - queue.MaxErrorHistory)
+)
 
 // dbTimeLayout is how the columns' UTC times are written and read as text.
 const dbTimeLayout = "2006-01-02 15:04:05.999999"
