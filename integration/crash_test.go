@@ -81,8 +81,10 @@ func TestKilledWorkersJobRunsAgain(t *testing.T) {
 	}
 }
 
-// A finished job is finished once: the outcome of an attempt whose lease
-// expired cannot overwrite the newer attempt's.
+// A finished job is finished once, by the execution that holds it: the
+// outcome of an execution whose lease expired cannot overwrite the newer
+// execution's, whichever worker writes it and whichever token it names, and
+// the heartbeat tells the stale worker that its lease is lost.
 func TestStaleAttemptCannotOverwriteNewerOne(t *testing.T) {
 	e := newEnv(t)
 	id, err := e.client.Dispatch(e.ctx, &SendEmail{To: "x"})
@@ -90,9 +92,25 @@ func TestStaleAttemptCannotOverwriteNewerOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := e.adapter
-	first, err := a.Claim(e.ctx, "emails", "worker-a", 10, time.Minute)
-	if err != nil || len(first) != 1 || first[0].Attempt != 1 {
-		t.Fatalf("claim A: %v %+v", err, first)
+	claim := func(workerID string) *queue.Job {
+		t.Helper()
+		jobs, err := a.Claim(e.ctx, queue.ClaimRequest{Queue: "emails", WorkerID: workerID, Limit: 10, Lease: time.Minute})
+		if err != nil || len(jobs) != 1 {
+			t.Fatalf("claim by %s: %v, %d jobs; want 1", workerID, err, len(jobs))
+		}
+		return jobs[0]
+	}
+	finish := func(workerID string, o queue.Outcome) int {
+		t.Helper()
+		n, err := a.Finish(e.ctx, workerID, []queue.Outcome{o})
+		if err != nil {
+			t.Fatalf("Finish by %s: %v", workerID, err)
+		}
+		return n
+	}
+	first := claim("worker-a")
+	if first.Attempt != 1 || first.Token <= 0 {
+		t.Fatalf("claim A: attempt %d token %d; want attempt 1 and a positive token", first.Attempt, first.Token)
 	}
 	// Worker A stalls; its lease runs out and the job is rescued and claimed by B.
 	if _, err := e.pool.Exec(e.ctx, `UPDATE tasq_jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, id); err != nil {
@@ -101,30 +119,42 @@ func TestStaleAttemptCannotOverwriteNewerOne(t *testing.T) {
 	if _, rescued, err := a.Maintain(e.ctx); err != nil || rescued != 1 {
 		t.Fatalf("Maintain: rescued %d, err %v", rescued, err)
 	}
-	// Before anyone reclaims it, A's outcome is already refused.
-	if n, err := a.Finish(e.ctx, "worker-a", []queue.Outcome{{ID: id, Attempt: 1, State: queue.StateCompleted, Result: []byte(`"A"`)}}); err != nil || n != 0 {
-		t.Fatalf("stale finish on an available job applied %d (err %v), want 0", n, err)
+	// Before anyone reclaims it, A's outcome is already refused, and A's
+	// heartbeat learns that its lease is lost.
+	if n := finish("worker-a", queue.Completed(first, []byte(`"A"`))); n != 0 {
+		t.Fatalf("stale finish on an available job applied %d, want 0", n)
 	}
-	second, err := a.Claim(e.ctx, "emails", "worker-b", 10, time.Minute)
-	if err != nil || len(second) != 1 || second[0].Attempt != 2 {
-		t.Fatalf("claim B: %v %+v", err, second)
+	if lost, err := a.ExtendLeases(e.ctx, "worker-a", []queue.Lease{first.Lease()}, time.Minute); err != nil ||
+		len(lost) != 1 || lost[0] != first.Lease() {
+		t.Fatalf("ExtendLeases by A after the rescue: lost %v, err %v; want A's lease back as lost", lost, err)
 	}
-	if n, _ := a.Finish(e.ctx, "worker-a", []queue.Outcome{{ID: id, Attempt: 1, State: queue.StateFailed, Error: "A gave up"}}); n != 0 {
-		t.Fatalf("stale worker A overwrote attempt 2")
+	second := claim("worker-b")
+	if second.Attempt != 2 || second.Token <= first.Token {
+		t.Fatalf("claim B: attempt %d token %d; want attempt 2 and a token above A's %d", second.Attempt, second.Token, first.Token)
 	}
-	// Same attempt number, other worker: refused too.
-	if n, _ := a.Finish(e.ctx, "worker-a", []queue.Outcome{{ID: id, Attempt: 2, State: queue.StateCompleted}}); n != 0 {
-		t.Fatalf("worker A finished worker B's attempt")
+	if n := finish("worker-a", queue.Failed(first, errors.New("A gave up"))); n != 0 {
+		t.Fatalf("stale worker A overwrote B's execution")
 	}
-	if n, err := a.Finish(e.ctx, "worker-b", []queue.Outcome{{ID: id, Attempt: 2, State: queue.StateCompleted, Result: []byte(`"B"`)}}); err != nil || n != 1 {
-		t.Fatalf("B's finish applied %d (err %v), want 1", n, err)
+	// B's token, written by another worker: refused too.
+	if n := finish("worker-a", queue.Completed(second, nil)); n != 0 {
+		t.Fatalf("worker A finished worker B's execution")
 	}
-	if n, _ := a.Finish(e.ctx, "worker-b", []queue.Outcome{{ID: id, Attempt: 2, State: queue.StateFailed, Error: "again"}}); n != 0 {
+	// A's renewal is refused while B's goes through.
+	if lost, err := a.ExtendLeases(e.ctx, "worker-a", []queue.Lease{first.Lease(), second.Lease()}, time.Minute); err != nil || len(lost) != 2 {
+		t.Fatalf("ExtendLeases by A while B holds the job: lost %v, err %v; want both leases reported lost", lost, err)
+	}
+	if lost, err := a.ExtendLeases(e.ctx, "worker-b", []queue.Lease{second.Lease()}, time.Minute); err != nil || len(lost) != 0 {
+		t.Fatalf("ExtendLeases by B: lost %v, err %v; want none lost", lost, err)
+	}
+	if n := finish("worker-b", queue.Completed(second, []byte(`"B"`))); n != 1 {
+		t.Fatalf("B's finish applied %d, want 1", n)
+	}
+	if n := finish("worker-b", queue.Failed(second, errors.New("again"))); n != 0 {
 		t.Fatalf("a completed job was finished twice")
 	}
 	j := e.job(id)
-	if j.State != queue.StateCompleted || string(j.Result) != `"B"` {
-		t.Errorf("job %s result %s, want completed with B's result", j.State, j.Result)
+	if j.State != queue.StateCompleted || string(j.Result) != `"B"` || j.Token != second.Token {
+		t.Errorf("job %s result %s token %d, want completed with B's result under B's token %d", j.State, j.Result, j.Token, second.Token)
 	}
 }
 

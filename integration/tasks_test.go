@@ -135,6 +135,25 @@ func (t *Waiter) Handle(ctx context.Context) (string, error) {
 	}
 }
 
+// Stubborn has a short timeout and ignores its context until its probe is
+// released; then it returns its context's error, as a Handle that checks
+// its context only between long blocking calls does.
+type Stubborn struct {
+	queue.TaskBase
+	Key string
+}
+
+func (*Stubborn) Config() queue.Config {
+	return queue.Config{Queue: "stubborn", Timeout: 200 * time.Millisecond, MaxRetries: queue.NoRetries}
+}
+
+func (t *Stubborn) Handle(ctx context.Context) (string, error) {
+	p := probeFor(t.Key)
+	p.record(t.Metadata())
+	<-p.release
+	return "", ctx.Err()
+}
+
 // Slow honours its context and has a short timeout.
 type Slow struct {
 	Key string
@@ -217,6 +236,7 @@ func registry(t *testing.T) *queue.Registry {
 		queue.Register(reg, &Report{}),
 		queue.Register(reg, &Ping{}),
 		queue.Register(reg, Canceller{}),
+		queue.Register(reg, &Stubborn{}),
 	} {
 		if err != nil {
 			t.Fatalf("register: %v", err)

@@ -164,9 +164,12 @@ func TestTaskCanCancelItself(t *testing.T) {
 	}
 }
 
-// Bad input loses nothing: an unknown kind, an undecodable payload and a
-// hand-inserted garbage row each fail alone, with a reason, and good jobs
-// around them run.
+// Bad input loses nothing: an undecodable payload and a hand-inserted
+// garbage row each fail alone, with a reason, and good jobs around them run.
+// A job of a kind the worker does not know is not bad input: the worker
+// claims only the kinds it registered, so the job stays available, unclaimed,
+// until a worker that knows its kind (a newer build in a rolling deploy)
+// runs it.
 func TestBadRowsFailAloneWithAReason(t *testing.T) {
 	e := newEnv(t)
 	key, p := newProbe(t)
@@ -183,9 +186,8 @@ func TestBadRowsFailAloneWithAReason(t *testing.T) {
 	garbage := ins("SendEmail", `[1, "two", null]`)
 	good2, _ := e.client.Dispatch(e.ctx, &SendEmail{Key: key, To: "b"}, queue.OnQueue("default"))
 
-	e.startWorker(registry(t), worker.Config{Concurrency: 1})
+	r := e.startWorker(registry(t), worker.Config{Concurrency: 1})
 	for id, want := range map[uuid.UUID]string{
-		unknown:     `unknown task kind: "NoSuchTask" is not registered`,
 		undecodable: "cannot decode job payload: kind SendEmail",
 		garbage:     "cannot decode job payload",
 	} {
@@ -202,7 +204,32 @@ func TestBadRowsFailAloneWithAReason(t *testing.T) {
 	if seen, _ := p.snapshot(); len(seen) != 2 {
 		t.Errorf("good jobs ran %d times, want 2", len(seen))
 	}
+	// With one slot the worker claims the oldest claimable job first, so
+	// good2, dispatched after the unknown job, finishing shows that the
+	// unknown job was passed over, not merely not reached yet.
+	if j := e.job(unknown); j.State != queue.StateAvailable || j.Attempt != 0 || j.AttemptedBy != "" || len(j.Errors) != 0 {
+		t.Errorf("job of an unknown kind: %s, attempt %d, attempted by %q, errors %+v; want available and never claimed",
+			j.State, j.Attempt, j.AttemptedBy, j.Errors)
+	}
+	if st := r.Stats(); st.Claimed != 4 || st.HandedBack != 0 {
+		t.Errorf("worker stats %+v; want 4 claimed (the unknown kind never) and none handed back", st)
+	}
+	// A worker that knows the kind runs it.
+	newer := queue.NewRegistry()
+	queue.MustRegister(newer, lateKind{})
+	e.startWorker(newer, worker.Config{})
+	j := e.waitState(unknown, queue.StateCompleted, 10*time.Second)
+	if j.Attempt != 1 || string(j.Result) != `"run by a newer build"` {
+		t.Errorf("job of the late kind: attempt %d result %s; want its first attempt to complete", j.Attempt, j.Result)
+	}
 }
+
+// lateKind is the kind NoSuchTask, known only to a newer build.
+type lateKind struct{}
+
+func (lateKind) Kind() string { return "NoSuchTask" }
+
+func (lateKind) Handle(context.Context) (string, error) { return "run by a newer build", nil }
 
 func TestQueuesAreServedInPriorityOrder(t *testing.T) {
 	e := newEnv(t)
@@ -261,7 +288,9 @@ func TestMaxTasksStopsTheWorker(t *testing.T) {
 }
 
 // A blocking task cannot take every slot: while blocking jobs hold the
-// blocking pool, quick jobs on the same queue still run.
+// blocking pool, quick jobs on the same queue still run. The worker claims
+// blocking jobs only into free blocking slots, so the reports it cannot run
+// yet stay available, never claimed and handed back.
 func TestBlockingTasksRunOnTheirOwnPool(t *testing.T) {
 	e := newEnv(t)
 	rkey, rp := newProbe(t)
@@ -276,12 +305,20 @@ func TestBlockingTasksRunOnTheirOwnPool(t *testing.T) {
 		id, _ := e.client.Dispatch(e.ctx, &Ping{Key: pkey})
 		pings = append(pings, id)
 	}
-	e.startWorker(registry(t), worker.Config{Queues: []string{"mixed"}, Concurrency: 4, BlockingConcurrency: 1})
+	r := e.startWorker(registry(t), worker.Config{Queues: []string{"mixed"}, Concurrency: 4, BlockingConcurrency: 1})
 	for _, id := range pings {
 		e.waitState(id, queue.StateCompleted, 15*time.Second)
 	}
-	if n := e.count("state = 'running' AND kind = 'Report'"); n > 1 {
-		t.Errorf("%d reports running at once, want at most BlockingConcurrency=1", n)
+	select {
+	case <-rp.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no report started")
+	}
+	if n := e.count("state = 'running' AND kind = 'Report'"); n != 1 {
+		t.Errorf("%d reports running, want BlockingConcurrency=1", n)
+	}
+	if n := e.count("state = 'available' AND kind = 'Report' AND attempt = 0 AND attempted_by IS NULL"); n != 5 {
+		t.Errorf("%d reports available and never claimed, want the 5 the blocking pool has no room for", n)
 	}
 	if seen, _ := rp.snapshot(); len(seen) != 1 {
 		t.Errorf("%d reports started while the first is blocked, want 1", len(seen))
@@ -289,9 +326,63 @@ func TestBlockingTasksRunOnTheirOwnPool(t *testing.T) {
 	if seen, _ := pp.snapshot(); len(seen) != 5 {
 		t.Errorf("%d pings ran, want 5", len(seen))
 	}
+	if st := r.Stats(); st.Claimed != 6 || st.HandedBack != 0 {
+		t.Errorf("worker stats %+v; want 6 claimed (5 pings, 1 report) and none handed back", st)
+	}
 	close(rp.release)
 	for _, id := range reports {
 		e.waitState(id, queue.StateCompleted, 20*time.Second)
+	}
+	if st := r.Stats(); st.HandedBack != 0 {
+		t.Errorf("worker stats %+v; want none handed back", st)
+	}
+}
+
+// A Handle that ignores its timeout is not abandoned at the deadline: it
+// keeps its slot (Concurrency is a hard cap) and its lease until it
+// returns, the worker reports it as stuck meanwhile, and when it returns
+// its outcome, the timeout, is written.
+func TestHandleIgnoringItsTimeoutKeepsItsSlot(t *testing.T) {
+	e := newEnv(t)
+	key, p := newProbe(t)
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(p.release)
+		}
+	})
+	stubborn, err := e.client.Dispatch(e.ctx, &Stubborn{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := e.client.Dispatch(e.ctx, &SendEmail{To: "next"}, queue.OnQueue("stubborn"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.startWorker(registry(t), worker.Config{Queues: []string{"stubborn"}, Concurrency: 1, LeaseDuration: 1500 * time.Millisecond})
+	waitFor(t, 15*time.Second, "the worker to report the execution stuck past its timeout", func() bool {
+		return r.Stats().Stuck == 1
+	})
+	if j := e.job(stubborn); j.State != queue.StateRunning || j.Attempt != 1 || len(j.Errors) != 0 {
+		t.Errorf("stuck job: %s, attempt %d, errors %+v; want still running its first attempt, its lease renewed", j.State, j.Attempt, j.Errors)
+	}
+	if j := e.job(next); j.State != queue.StateAvailable || j.Attempt != 0 {
+		t.Errorf("next job: %s, attempt %d; want available: the one slot is still taken", j.State, j.Attempt)
+	}
+	if st := r.Stats(); st.Running != 1 || st.Claimed != 1 {
+		t.Errorf("worker stats %+v; want 1 claimed and running", st)
+	}
+
+	close(p.release)
+	released = true
+	j := e.waitState(stubborn, queue.StateFailed, 10*time.Second)
+	if !strings.Contains(j.LastError(), "timed out after 200ms") || !strings.Contains(j.LastError(), "deadline exceeded") {
+		t.Errorf("last error %q, want the timeout", j.LastError())
+	}
+	e.waitState(next, queue.StateCompleted, 10*time.Second)
+	waitFor(t, 10*time.Second, "the stuck count to drop to 0", func() bool { return r.Stats().Stuck == 0 })
+	if seen, _ := p.snapshot(); len(seen) != 1 {
+		t.Errorf("the stubborn job ran %d times, want once", len(seen))
 	}
 }
 
@@ -387,6 +478,14 @@ func TestWorkerConfigErrors(t *testing.T) {
 	}
 	if _, err := worker.New(e.adapter, nil, worker.Config{}); err == nil {
 		t.Error("worker.New accepted a nil registry")
+	}
+	// A worker with no task types could claim nothing: Run refuses to start.
+	empty, err := worker.New(e.adapter, queue.NewRegistry(), worker.Config{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := empty.Run(e.ctx); err == nil || !strings.Contains(err.Error(), "registry holds no task types") {
+		t.Errorf("Run with an empty registry: %v; want an error saying it holds no task types", err)
 	}
 	w, _ := worker.New(e.adapter, reg, worker.Config{Logger: quietLogger()})
 	ctx, cancel := context.WithCancel(e.ctx)

@@ -142,38 +142,3 @@ func (b backend) open(ctx context.Context) (queue.Adapter, error) {
 	}
 	return ad, nil
 }
-
-// UnsupportedError is returned by the jobs and stats commands when the
-// backend cannot perform the operation at all (the adapter's error matches
-// errors.ErrUnsupported), as SQS cannot look up, list or change single jobs.
-// It names the backend and says what works there instead.
-type UnsupportedError struct {
-	// Backend is the driver name, e.g. "sqs".
-	Backend string
-	// Command is the command that failed, e.g. "jobs list".
-	Command string
-	// Err is the adapter's error; it matches errors.ErrUnsupported.
-	Err error
-}
-
-// Error says what the backend cannot do and what to use instead.
-func (e *UnsupportedError) Error() string {
-	instead := "use `tasq stats` (job counts per queue and state) and `tasq worker`"
-	if e.Command == "stats" {
-		instead = "`tasq worker` still runs its jobs"
-	}
-	return fmt.Sprintf("`tasq %s` is not supported on the %s backend: %v\nOn %s, %s; the jobs commands need a backend that keeps jobs by ID: postgres, mysql or redis",
-		e.Command, e.Backend, e.Err, e.Backend, instead)
-}
-
-// Unwrap returns the adapter's error.
-func (e *UnsupportedError) Unwrap() error { return e.Err }
-
-// unsupported wraps err in an UnsupportedError when it matches
-// errors.ErrUnsupported, and returns it unchanged otherwise.
-func unsupported(ad queue.Adapter, command string, err error) error {
-	if err != nil && errors.Is(err, errors.ErrUnsupported) {
-		return &UnsupportedError{Backend: ad.Name(), Command: command, Err: err}
-	}
-	return err
-}

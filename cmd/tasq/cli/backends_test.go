@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/uuid"
 
-	tasqsqs "github.com/tasqhq/tasq/adapters/sqs"
 	"github.com/tasqhq/tasq/cmd/tasq/cli"
 	"github.com/tasqhq/tasq/cmd/tasq/demo"
 	"github.com/tasqhq/tasq/internal/testmysql"
@@ -98,6 +97,17 @@ func (e *backendEnv) mustRun(t *testing.T, ctx context.Context, args ...string) 
 	return r.out
 }
 
+// reader returns the env's adapter as a queue.JobReader, failing the test
+// when the backend has none.
+func (e *backendEnv) reader(t *testing.T) queue.JobReader {
+	t.Helper()
+	jr, ok := e.adapter.(queue.JobReader)
+	if !ok {
+		t.Fatalf("the %s adapter is no queue.JobReader", e.driver)
+	}
+	return jr
+}
+
 // stats returns `tasq stats --json` as "queue/state" -> count.
 func (e *backendEnv) stats(t *testing.T, ctx context.Context) map[string]int64 {
 	t.Helper()
@@ -148,8 +158,10 @@ func TestEveryBackend(t *testing.T) {
 			// they need none, and down has nothing to roll back.
 			up, version := e.mustRun(t, ctx, "migrate", "up"), e.mustRun(t, ctx, "migrate", "version")
 			if driver == "mysql" {
-				if !strings.Contains(up, "schema is at version 1 (dirty=false)") || !strings.Contains(version, "version 1 (dirty=false)") {
-					t.Errorf("migrate up printed %q, version %q", up, version)
+				v := shippedVersion(t, "mysql")
+				if !strings.Contains(up, fmt.Sprintf("schema is at version %d (dirty=false)", v)) ||
+					!strings.Contains(version, fmt.Sprintf("version %d (dirty=false)", v)) {
+					t.Errorf("migrate up printed %q, version %q; want version %d", up, version, v)
 				}
 			} else {
 				if want := driver + " needs no migrations"; !strings.Contains(up, want) || !strings.Contains(version, want) {
@@ -187,15 +199,19 @@ func TestEveryBackend(t *testing.T) {
 			}()
 			waitFor(t, 30*time.Second, "the worker runs both jobs", func() (bool, string) {
 				if byID {
-					je, err1 := e.adapter.GetJob(ctx, email)
-					jp, err2 := e.adapter.GetJob(ctx, payment)
+					je, err1 := e.reader(t).GetJob(ctx, email)
+					jp, err2 := e.reader(t).GetJob(ctx, payment)
 					if err := errors.Join(err1, err2); err != nil {
 						t.Fatalf("GetJob: %v", err)
 					}
 					return je.State == queue.StateCompleted && jp.State == queue.StateFailed,
 						"email " + string(je.State) + ", payment " + string(jp.State)
 				}
-				st, err := e.adapter.Stats(ctx)
+				sr, ok := e.adapter.(queue.StatsReader)
+				if !ok {
+					t.Fatalf("the %s adapter is no queue.StatsReader", driver)
+				}
+				st, err := sr.Stats(ctx)
 				if err != nil {
 					t.Fatalf("Stats: %v", err)
 				}
@@ -260,13 +276,13 @@ func checkJobsCommands(t *testing.T, ctx context.Context, e *backendEnv, email, 
 	if out = e.mustRun(t, ctx, "jobs", "retry", payment.String()); !strings.Contains(out, "retried") {
 		t.Errorf("jobs retry printed %q", out)
 	}
-	if j, err := e.adapter.GetJob(ctx, payment); err != nil || j.State != queue.StateAvailable {
+	if j, err := e.reader(t).GetJob(ctx, payment); err != nil || j.State != queue.StateAvailable {
 		t.Errorf("after retry: %v, %v; want available", j, err)
 	}
 	if out = e.mustRun(t, ctx, "jobs", "cancel", later.String()); !strings.Contains(out, "cancelled") {
 		t.Errorf("jobs cancel printed %q", out)
 	}
-	if j, err := e.adapter.GetJob(ctx, later); err != nil || j.State != queue.StateCancelled {
+	if j, err := e.reader(t).GetJob(ctx, later); err != nil || j.State != queue.StateCancelled {
 		t.Errorf("after cancel: %v, %v; want cancelled", j, err)
 	}
 	r := e.run(ctx, cli.Options{}, "jobs", "retry", email.String())
@@ -276,7 +292,7 @@ func checkJobsCommands(t *testing.T, ctx context.Context, e *backendEnv, email, 
 	if out = e.mustRun(t, ctx, "jobs", "delete", email.String()); !strings.Contains(out, "deleted") {
 		t.Errorf("jobs delete printed %q", out)
 	}
-	if _, err := e.adapter.GetJob(ctx, email); !errors.Is(err, queue.ErrJobNotFound) {
+	if _, err := e.reader(t).GetJob(ctx, email); !errors.Is(err, queue.ErrJobNotFound) {
 		t.Errorf("GetJob after delete: %v; want ErrJobNotFound", err)
 	}
 	r = e.run(ctx, cli.Options{}, "jobs", "show", email.String())
@@ -286,25 +302,41 @@ func checkJobsCommands(t *testing.T, ctx context.Context, e *backendEnv, email, 
 	}
 }
 
-// checkJobsUnsupported: on SQS every jobs subcommand fails with an
-// UnsupportedError that names the backend and points to `tasq stats`.
+// checkJobsUnsupported: the SQS adapter cannot look up, list or change
+// single jobs, so it has neither capability, and every jobs subcommand fails
+// with an UnsupportedError that names the backend and the capability and
+// points to `tasq stats`.
 func checkJobsUnsupported(t *testing.T, ctx context.Context, e *backendEnv, id uuid.UUID) {
 	t.Helper()
-	for _, args := range [][]string{
-		{"jobs", "list"}, {"jobs", "show", id.String()}, {"jobs", "retry", id.String()},
-		{"jobs", "cancel", id.String()}, {"jobs", "delete", id.String()},
+	if _, ok := e.adapter.(queue.JobReader); ok {
+		t.Errorf("the sqs adapter is a queue.JobReader; it cannot find jobs by ID")
+	}
+	if _, ok := e.adapter.(queue.JobEditor); ok {
+		t.Errorf("the sqs adapter is a queue.JobEditor; it cannot find jobs by ID")
+	}
+	for _, c := range []struct {
+		args       []string
+		capability string
+		cannot     string
+	}{
+		{[]string{"jobs", "list"}, "queue.JobReader", "it cannot look up or list single jobs"},
+		{[]string{"jobs", "show", id.String()}, "queue.JobReader", "it cannot look up or list single jobs"},
+		{[]string{"jobs", "retry", id.String()}, "queue.JobEditor", "it cannot retry, cancel or delete single jobs"},
+		{[]string{"jobs", "cancel", id.String()}, "queue.JobEditor", "it cannot retry, cancel or delete single jobs"},
+		{[]string{"jobs", "delete", id.String()}, "queue.JobEditor", "it cannot retry, cancel or delete single jobs"},
 	} {
-		cmd := strings.Join(args[:2], " ")
-		r := e.run(ctx, cli.Options{}, args...)
+		cmd := strings.Join(c.args[:2], " ")
+		r := e.run(ctx, cli.Options{}, c.args...)
 		var ue *cli.UnsupportedError
-		if !errors.As(r.err, &ue) || ue.Backend != "sqs" || ue.Command != cmd {
-			t.Errorf("tasq %s on sqs: %v; want an UnsupportedError for sqs and %q", cmd, r.err, cmd)
+		if !errors.As(r.err, &ue) || ue.Backend != "sqs" || ue.Command != cmd || ue.Capability != c.capability {
+			t.Errorf("tasq %s on sqs: %v; want an UnsupportedError for sqs, %q and %s", cmd, r.err, cmd, c.capability)
 			continue
 		}
-		if !errors.Is(r.err, errors.ErrUnsupported) || !errors.Is(r.err, tasqsqs.ErrUnsupported) {
-			t.Errorf("tasq %s on sqs: %v does not wrap the adapter's ErrUnsupported", cmd, r.err)
+		if !errors.Is(r.err, errors.ErrUnsupported) {
+			t.Errorf("tasq %s on sqs: %v does not match errors.ErrUnsupported", cmd, r.err)
 		}
-		for _, want := range []string{"`tasq " + cmd + "` is not supported on the sqs backend", "`tasq stats`", "postgres, mysql or redis"} {
+		for _, want := range []string{"`tasq " + cmd + "` is not supported on the sqs backend", c.cannot,
+			"its adapter is no " + c.capability, "use `tasq stats`", "postgres, mysql or redis"} {
 			if !strings.Contains(r.err.Error(), want) {
 				t.Errorf("tasq %s on sqs: error %q lacks %q", cmd, r.err, want)
 			}
@@ -331,9 +363,10 @@ func TestMigrateMySQL(t *testing.T) {
 	if r.err == nil || !errors.Is(r.err, queue.ErrNotMigrated) || !strings.Contains(r.err.Error(), "migrate up") {
 		t.Fatalf("jobs list on an unmigrated database: %v; want ErrNotMigrated saying to run migrate up", r.err)
 	}
+	v := shippedVersion(t, "mysql")
 	step("no migration applied yet", "migrate", "version")
-	step("schema is at version 1 (dirty=false)", "migrate", "up")
-	step("version 1 (dirty=false)", "migrate", "version")
+	step(fmt.Sprintf("schema is at version %d (dirty=false)", v), "migrate", "up")
+	step(fmt.Sprintf("version %d (dirty=false)", v), "migrate", "version")
 	step("no jobs yet", "stats")
 	r = e.run(ctx, cli.Options{}, "migrate", "down")
 	if r.err == nil || !strings.Contains(r.err.Error(), "--yes") {

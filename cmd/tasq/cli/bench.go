@@ -313,13 +313,19 @@ func (b *bench) progress(mode string, w *worker.Worker, total int64, stop <-chan
 			return
 		case <-t.C:
 		}
-		now, done := time.Now(), w.Stats().Completed
+		now, st := time.Now(), w.Stats()
+		done := st.Completed
 		for len(window) > 1 && now.Sub(window[1].at) >= 2*time.Second {
 			window = window[1:]
 		}
 		rate := float64(done-window[0].done) / now.Sub(window[0].at).Seconds()
 		window = append(window, sample{now, done})
 		line := fmt.Sprintf("[tasq] %s: %d%s done, %.0f jobs/s (last 2s), %.0fs elapsed", mode, done, of, rate, now.Sub(start).Seconds())
+		if st.Stuck > 0 || st.LostLeases > 0 {
+			// Neither happens to the bench's quick jobs on a healthy server;
+			// when it does, the rate above is not the whole story.
+			line += fmt.Sprintf(", %d stuck past their timeout, %d leases lost", st.Stuck, st.LostLeases)
+		}
 		if now.Sub(lastLine) >= 2*time.Second-tick/2 {
 			lastLine = now
 			b.con.ClearStatus()

@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -30,7 +31,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	for _, want := range []string{
-		"schema version 1",
+		fmt.Sprintf("schema version %d", shippedVersion(t, "postgres")),
 		"Task ID: ",
 		"(20 jobs)",
 		"SELECT count(*) FROM tasq_jobs WHERE id = ",

@@ -23,9 +23,15 @@ func (a *app) jobsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "jobs",
 		Short: "List, show, retry, cancel and delete jobs",
-		Long: `jobs looks up and changes single jobs through the backend's inspector. It
-works on postgres, mysql and redis. SQS cannot find a job by ID, so on sqs these
-commands fail and say so; use ` + "`tasq stats`" + ` there for counts per queue.`,
+		Long: `jobs looks up and changes single jobs, on backends that can: list and show need
+a backend that reads jobs by ID (queue.JobReader), retry, cancel and delete one
+that changes them (queue.JobEditor). postgres, mysql and redis do both. SQS
+cannot find a job by ID, so on sqs these commands fail and say so; use
+` + "`tasq stats`" + ` there for counts per queue.
+
+Stored strings (kinds, queues, payloads, results, error texts, worker IDs) are
+printed with control characters escaped (\x1b, \n, \u009b), so that a stored
+string cannot drive your terminal; --json output decodes to the stored text.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cmd.Help()
@@ -35,31 +41,19 @@ commands fail and say so; use ` + "`tasq stats`" + ` there for counts per queue.
 		a.jobsListCommand(),
 		a.jobsShowCommand(),
 		a.jobActionCommand("retry", "Make a failed, cancelled, retryable or scheduled job run again now, with a fresh retry budget",
-			func(ad queue.Inspector, cmd *cobra.Command, id uuid.UUID) (string, error) {
-				return "job %s retried: it is available now", ad.RetryJob(cmd.Context(), id)
+			func(ed queue.JobEditor, cmd *cobra.Command, id uuid.UUID) (string, error) {
+				return "job %s retried: it is available now", ed.RetryJob(cmd.Context(), id)
 			}),
 		a.jobActionCommand("cancel", "Cancel a job that has not finished",
-			func(ad queue.Inspector, cmd *cobra.Command, id uuid.UUID) (string, error) {
-				return "job %s cancelled", ad.CancelJob(cmd.Context(), id)
+			func(ed queue.JobEditor, cmd *cobra.Command, id uuid.UUID) (string, error) {
+				return "job %s cancelled", ed.CancelJob(cmd.Context(), id)
 			}),
 		a.jobActionCommand("delete", "Delete a job that is not running",
-			func(ad queue.Inspector, cmd *cobra.Command, id uuid.UUID) (string, error) {
-				return "job %s deleted", ad.DeleteJob(cmd.Context(), id)
+			func(ed queue.JobEditor, cmd *cobra.Command, id uuid.UUID) (string, error) {
+				return "job %s deleted", ed.DeleteJob(cmd.Context(), id)
 			}),
 	)
 	return cmd
-}
-
-// withInspector opens the backend, runs fn with its inspector and closes
-// it. An error of fn that matches errors.ErrUnsupported becomes an
-// UnsupportedError naming the backend and command.
-func (a *app) withInspector(cmd *cobra.Command, command string, fn func(queue.Inspector) error) error {
-	ad, err := a.openAdapter(cmd.Context())
-	if err != nil {
-		return err
-	}
-	defer ad.Close()
-	return unsupported(ad, command, fn(ad))
 }
 
 func (a *app) jobsListCommand() *cobra.Command {
@@ -95,11 +89,8 @@ func (a *app) jobsListCommand() *cobra.Command {
 				f.Since = time.Now().Add(-since)
 			}
 			f.Queue, f.Kind, f.Limit = queueName, kind, limit
-			return a.withInspector(cmd, "jobs list", func(ad queue.Inspector) error {
-				jobs, err := ad.ListJobs(cmd.Context(), f)
-				if errors.Is(err, errors.ErrUnsupported) {
-					return err // withInspector explains it
-				}
+			return withCapability(a, cmd, "jobs list", func(jr queue.JobReader) error {
+				jobs, err := jr.ListJobs(cmd.Context(), f)
 				if err != nil {
 					return fmt.Errorf("list jobs: %w", err)
 				}
@@ -138,13 +129,14 @@ func statesList() string {
 	return strings.Join(s, ", ")
 }
 
-// writeJobTable prints one line per job.
+// writeJobTable prints one line per job. Every stored string is escaped
+// (oneLine): it is what tasks and their callers wrote.
 func writeJobTable(w io.Writer, jobs []*queue.JobInfo) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tKIND\tQUEUE\tSTATE\tATTEMPT\tDISPATCHED\tLAST ERROR")
 	for _, j := range jobs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, j.Kind, j.Queue, j.State,
-			j.Attempt, j.MaxRetries+1, j.DispatchedAt.Local().Format(timeLayout), truncate(firstLine(j.LastError()), 60))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, oneLine(j.Kind), oneLine(j.Queue), oneLine(string(j.State)),
+			j.Attempt, j.MaxRetries+1, j.DispatchedAt.Local().Format(timeLayout), truncate(oneLine(firstLine(j.LastError())), 60))
 	}
 	_ = tw.Flush()
 }
@@ -178,8 +170,8 @@ func (a *app) jobsShowCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.withInspector(cmd, "jobs show", func(ad queue.Inspector) error {
-				j, err := ad.GetJob(cmd.Context(), id)
+			return withCapability(a, cmd, "jobs show", func(jr queue.JobReader) error {
+				j, err := jr.GetJob(cmd.Context(), id)
 				if err != nil {
 					return jobError(id, err)
 				}
@@ -196,7 +188,8 @@ func (a *app) jobsShowCommand() *cobra.Command {
 }
 
 // writeJob prints a job's fields, one per line, then its payload, result and
-// error history.
+// error history. Every stored string is escaped: fields with oneLine, the
+// payload, result and error texts with multiLine (they may span lines).
 func writeJob(w io.Writer, j *queue.JobInfo) {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	optTime := func(t *time.Time) string {
@@ -209,16 +202,16 @@ func writeJob(w io.Writer, j *queue.JobInfo) {
 		if s == "" {
 			return "-"
 		}
-		return s
+		return oneLine(s)
 	}
 	timeout := "none"
 	if j.Timeout > 0 {
 		timeout = j.Timeout.String()
 	}
 	fmt.Fprintf(tw, "id:\t%s\n", j.ID)
-	fmt.Fprintf(tw, "kind:\t%s\n", j.Kind)
-	fmt.Fprintf(tw, "queue:\t%s\n", j.Queue)
-	fmt.Fprintf(tw, "state:\t%s\n", j.State)
+	fmt.Fprintf(tw, "kind:\t%s\n", oneLine(j.Kind))
+	fmt.Fprintf(tw, "queue:\t%s\n", oneLine(j.Queue))
+	fmt.Fprintf(tw, "state:\t%s\n", oneLine(string(j.State)))
 	fmt.Fprintf(tw, "priority:\t%d\n", j.Priority)
 	fmt.Fprintf(tw, "attempt:\t%d of %d (max retries %d)\n", j.Attempt, j.MaxRetries+1, j.MaxRetries)
 	fmt.Fprintf(tw, "retry delay:\t%s\n", j.RetryDelay)
@@ -229,6 +222,7 @@ func writeJob(w io.Writer, j *queue.JobInfo) {
 	fmt.Fprintf(tw, "attempted by:\t%s\n", orDash(j.AttemptedBy))
 	fmt.Fprintf(tw, "lease expires:\t%s\n", optTime(j.LeaseExpiresAt))
 	fmt.Fprintf(tw, "finished at:\t%s\n", optTime(j.FinishedAt))
+	fmt.Fprintf(tw, "claim token:\t%d\n", j.Token)
 	_ = tw.Flush()
 	fmt.Fprintf(w, "payload:\n%s\n", indentJSON(j.Payload))
 	fmt.Fprintf(w, "result:\n%s\n", indentJSON(j.Result))
@@ -236,26 +230,36 @@ func writeJob(w io.Writer, j *queue.JobInfo) {
 		fmt.Fprintln(w, "errors: none")
 		return
 	}
-	fmt.Fprintf(w, "errors (%d, oldest first):\n", len(j.Errors))
-	for _, e := range j.Errors {
+	if j.ErrorsOmitted > 0 {
+		fmt.Fprintf(w, "errors (%d kept of %d, oldest first):\n", len(j.Errors), len(j.Errors)+j.ErrorsOmitted)
+	} else {
+		fmt.Fprintf(w, "errors (%d, oldest first):\n", len(j.Errors))
+	}
+	for i, e := range j.Errors {
 		at := "?"
 		if !e.At.IsZero() {
 			at = e.At.Local().Format(timeLayout)
 		}
-		fmt.Fprintf(w, "  attempt %d at %s: %s\n", e.Attempt, at, strings.ReplaceAll(e.Error, "\n", "\n    "))
+		fmt.Fprintf(w, "  attempt %d at %s: %s\n", e.Attempt, at, strings.ReplaceAll(multiLine(e.Error), "\n", "\n    "))
+		if i == 0 && j.ErrorsOmitted > 0 {
+			// The backend keeps the first entry and the newest ones.
+			fmt.Fprintf(w, "  ... %d entries dropped here to keep the history short ...\n", j.ErrorsOmitted)
+		}
 	}
 }
 
-// indentJSON pretty-prints raw JSON indented by two spaces; "  -" when empty.
+// indentJSON pretty-prints raw JSON indented by two spaces; "  -" when
+// empty. The text is escaped: its only newlines are the indentation's, and
+// what is not JSON is printed on one line.
 func indentJSON(raw json.RawMessage) string {
 	if len(raw) == 0 {
 		return "  -"
 	}
 	var b bytes.Buffer
 	if err := json.Indent(&b, raw, "  ", "  "); err != nil {
-		return "  " + string(raw)
+		return "  " + oneLine(string(raw))
 	}
-	return "  " + b.String()
+	return "  " + multiLine(b.String())
 }
 
 // jobJSON is a job as the --json flags print it: the tasq_jobs columns, by
@@ -279,6 +283,8 @@ type jobJSON struct {
 	LeaseExpiresAt *time.Time       `json:"lease_expires_at"`
 	FinishedAt     *time.Time       `json:"finished_at"`
 	Errors         []queue.JobError `json:"errors"`
+	ErrorsOmitted  int              `json:"errors_omitted"`
+	ClaimToken     int64            `json:"claim_token"`
 }
 
 func toJSON(j *queue.JobInfo) jobJSON {
@@ -288,6 +294,7 @@ func toJSON(j *queue.JobInfo) jobJSON {
 		RetryDelayMS: j.RetryDelay.Milliseconds(), TimeoutMS: j.Timeout.Milliseconds(),
 		RunAt: j.RunAt, DispatchedAt: j.DispatchedAt, AttemptedAt: j.AttemptedAt,
 		LeaseExpiresAt: j.LeaseExpiresAt, FinishedAt: j.FinishedAt, Errors: j.Errors,
+		ErrorsOmitted: j.ErrorsOmitted, ClaimToken: j.Token,
 	}
 	if j.AttemptedBy != "" {
 		out.AttemptedBy = &j.AttemptedBy
@@ -298,10 +305,17 @@ func toJSON(j *queue.JobInfo) jobJSON {
 	return out
 }
 
+// writeJSON prints v as indented JSON, with the characters a terminal may
+// obey escaped inside its strings (see jsonSafe): decoded, the strings are
+// the stored ones.
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write JSON: %w", err)
+	}
+	if _, err := w.Write(jsonSafe(b.Bytes())); err != nil {
 		return fmt.Errorf("write JSON: %w", err)
 	}
 	return nil
@@ -309,7 +323,7 @@ func writeJSON(w io.Writer, v any) error {
 
 // jobActionCommand builds retry, cancel and delete: act changes the job and
 // returns the success message (with a %s for the ID) and its error.
-func (a *app) jobActionCommand(name, short string, act func(queue.Inspector, *cobra.Command, uuid.UUID) (string, error)) *cobra.Command {
+func (a *app) jobActionCommand(name, short string, act func(queue.JobEditor, *cobra.Command, uuid.UUID) (string, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   name + " ID",
 		Short: short,
@@ -320,12 +334,10 @@ func (a *app) jobActionCommand(name, short string, act func(queue.Inspector, *co
 			if err != nil {
 				return err
 			}
-			return a.withInspector(cmd, "jobs "+name, func(ad queue.Inspector) error {
-				msg, err := act(ad, cmd, id)
+			return withCapability(a, cmd, "jobs "+name, func(ed queue.JobEditor) error {
+				msg, err := act(ed, cmd, id)
 				if err != nil {
 					switch {
-					case errors.Is(err, errors.ErrUnsupported):
-						return err // withInspector explains it
 					case errors.Is(err, queue.ErrJobNotFound):
 						return jobError(id, err)
 					case errors.Is(err, queue.ErrJobState):

@@ -200,3 +200,112 @@ func TestStatsOnEmptyTable(t *testing.T) {
 		t.Errorf("jobs list on an empty table: %q, %v", r.out, r.err)
 	}
 }
+
+// hostile is what an attacker may get into a stored string: an OSC that
+// retitles the terminal, BEL, and a CSI that clears the screen.
+const hostile = "\x1b]0;pwned\x07\x1b[2J"
+
+// TestJobsOutputEscapesControlCharacters: kinds, queues, payloads, results,
+// worker IDs and error texts are printed with their control characters
+// escaped, by every output of jobs list, jobs show and stats, so that a
+// stored string cannot drive the operator's terminal. The JSON outputs stay
+// lossless: decoded, they give the stored strings back.
+func TestJobsOutputEscapesControlCharacters(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	e := newEnv(t, ctx)
+	var (
+		id          = uuid.New()
+		kind        = "Evil\x1b[31mKind"
+		queueName   = "q\u009b2J"           // a C1 CSI, which ValidateQueueName lets through
+		attemptedBy = "worker\x1b[2J\u202e" // and a right-to-left override
+		firstErr    = "first line\nsecond \x1b[1A line\r"
+		lastErr     = "gateway said: " + hostile
+		payload     = `{"note": "\u001b]0;pwned\u0007", "c1": "` + "\u009b" + `31m", "del": "x` + "\x7f" + `"}`
+		result      = `"done ` + "\u009b" + `2J"`
+	)
+	// A row as a careless task or a hand-written INSERT could leave it.
+	_, err := e.adapter.Pool().Exec(ctx, `INSERT INTO tasq_jobs (id, kind, queue, state, payload, result, attempt,
+		attempted_at, attempted_by, finished_at, errors)
+		VALUES ($1, $2, $3, 'failed', $4::jsonb, $5::jsonb, 2, now(), $6, now(),
+		        jsonb_build_array(jsonb_build_object('attempt', 1, 'at', now(), 'error', $7::text),
+		                          jsonb_build_object('attempt', 2, 'at', now(), 'error', $8::text)))`,
+		id, kind, queueName, payload, result, attemptedBy, firstErr, lastErr)
+	if err != nil {
+		t.Fatalf("insert the hostile row: %v", err)
+	}
+
+	outputs := map[string]string{}
+	for _, args := range [][]string{
+		{"jobs", "list"}, {"jobs", "list", "--json"}, {"jobs", "show", id.String()}, {"jobs", "show", id.String(), "--json"},
+		{"stats"}, {"stats", "--json"},
+	} {
+		r := run(ctx, cli.Options{}, append(args, "--database-url", e.dsn)...)
+		if r.err != nil {
+			t.Fatalf("tasq %s: %v", strings.Join(args, " "), r.err)
+		}
+		name := strings.Join(args, " ")
+		outputs[name] = r.out
+		if i := strings.IndexFunc(r.out, func(c rune) bool {
+			return (c < 0x20 && c != '\n') || c == 0x7f || (c >= 0x80 && c <= 0x9f) || c == 0x202e
+		}); i >= 0 {
+			t.Errorf("tasq %s printed the control character %U at byte %d:\n%q", name, []rune(r.out[i:])[0], i, r.out)
+		}
+	}
+
+	// The escapes are visible where the strings were.
+	list := outputs["jobs list"]
+	for _, want := range []string{`Evil\x1b[31mKind`, `q\u009b2J`, `gateway said: \x1b]0;pwned\x07\x1b[2J`} {
+		if !strings.Contains(list, want) {
+			t.Errorf("jobs list lacks %q:\n%s", want, list)
+		}
+	}
+	show := outputs["jobs show "+id.String()]
+	for _, want := range []string{
+		`kind:          Evil\x1b[31mKind`,
+		`queue:         q\u009b2J`,
+		`attempted by:  worker\x1b[2J\u202e`,
+		`"c1": "\u009b31m"`, `"del": "x\x7f"`, `"done \u009b2J"`,
+		// The error display keeps newlines (indented under their entry),
+		// and escapes everything else, carriage returns included.
+		"attempt 1 at ", "first line\n    second \\x1b[1A line\\r\n",
+		`attempt 2 at `, `gateway said: \x1b]0;pwned\x07\x1b[2J`,
+	} {
+		if !strings.Contains(show, want) {
+			t.Errorf("jobs show lacks %q:\n%s", want, show)
+		}
+	}
+	if stats := outputs["stats"]; !regexp.MustCompile(`(?m)^q\\u009b2J\s+0\s+0\s+0\s+0\s+0\s+1\s+0\s+1$`).MatchString(stats) {
+		t.Errorf("stats has no escaped row for the queue:\n%s", stats)
+	}
+
+	// The JSON outputs decode to the stored strings.
+	type jobOut struct {
+		Kind        string           `json:"kind"`
+		Queue       string           `json:"queue"`
+		AttemptedBy string           `json:"attempted_by"`
+		Payload     map[string]any   `json:"payload"`
+		Result      string           `json:"result"`
+		Errors      []queue.JobError `json:"errors"`
+	}
+	var listed []jobOut
+	var shown jobOut
+	var counted []struct {
+		Queue string `json:"queue"`
+	}
+	if err := errors.Join(json.Unmarshal([]byte(outputs["jobs list --json"]), &listed),
+		json.Unmarshal([]byte(outputs["jobs show "+id.String()+" --json"]), &shown),
+		json.Unmarshal([]byte(outputs["stats --json"]), &counted)); err != nil || len(listed) != 1 || len(counted) != 1 {
+		t.Fatalf("decode the JSON outputs: %v (%d jobs, %d stats)", err, len(listed), len(counted))
+	}
+	for name, j := range map[string]jobOut{"list --json": listed[0], "show --json": shown} {
+		if j.Kind != kind || j.Queue != queueName || j.AttemptedBy != attemptedBy || j.Result != "done \u009b2J" ||
+			j.Payload["note"] != "\x1b]0;pwned\x07" || j.Payload["c1"] != "\u009b31m" || j.Payload["del"] != "x\x7f" ||
+			len(j.Errors) != 2 || j.Errors[0].Error != firstErr || j.Errors[1].Error != lastErr {
+			t.Errorf("jobs %s decodes to %+v; want the stored strings", name, j)
+		}
+	}
+	if counted[0].Queue != queueName {
+		t.Errorf("stats --json decodes the queue to %q; want %q", counted[0].Queue, queueName)
+	}
+}

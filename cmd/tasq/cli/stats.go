@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -35,11 +34,8 @@ from SQS, so they are not counted there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			silenceUsage(cmd)
-			return a.withInspector(cmd, "stats", func(ad queue.Inspector) error {
-				stats, err := ad.Stats(cmd.Context())
-				if errors.Is(err, errors.ErrUnsupported) {
-					return err // withInspector explains it
-				}
+			return withCapability(a, cmd, "stats", func(sr queue.StatsReader) error {
+				stats, err := sr.Stats(cmd.Context())
 				if err != nil {
 					return fmt.Errorf("count jobs: %w", err)
 				}
@@ -65,7 +61,8 @@ from SQS, so they are not counted there.`,
 }
 
 // writeStatsTable prints one row per queue and one column per state, with
-// totals on the right and at the bottom.
+// totals on the right and at the bottom. Queue names are escaped (oneLine):
+// a row inserted by hand may name any queue.
 func writeStatsTable(w io.Writer, stats []queue.QueueStat) {
 	var queues []string
 	counts := map[string]map[queue.JobState]int64{}
@@ -85,7 +82,7 @@ func writeStatsTable(w io.Writer, stats []queue.QueueStat) {
 	fmt.Fprintln(tw, "TOTAL")
 	totals := map[queue.JobState]int64{}
 	row := func(name string, c map[queue.JobState]int64) {
-		fmt.Fprintf(tw, "%s\t", name)
+		fmt.Fprintf(tw, "%s\t", oneLine(name))
 		var sum int64
 		for _, st := range queue.States {
 			fmt.Fprintf(tw, "%d\t", c[st])

@@ -54,8 +54,9 @@ builds its own binary that registers its tasks and mounts this command:
 ` + mountSnippet
 	if kinds := a.kinds(); len(kinds) > 0 {
 		long += "\n\nThis binary runs these task kinds: " + strings.Join(kinds, ", ") + ".\n" +
-			"A job of any other kind that it claims fails with \"unknown task kind\", so\n" +
-			"serve only queues whose jobs this binary knows."
+			"It claims only jobs of these kinds: a job of any other kind on the queues it\n" +
+			"serves waits, available, for a worker that knows it (a newer build in a\n" +
+			"rolling deploy, say). Check for such jobs with tasq jobs list --state available."
 	}
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -188,7 +189,9 @@ func (a *app) runWorker(cmd *cobra.Command, f *workerFlags) error {
 	defer stop()
 	log.Info("serving", "queues", strings.Join(cfg.Queues, ","), "kinds", strings.Join(reg.Kinds(), ","))
 	if err := w.Run(ctx); err != nil {
-		return fmt.Errorf("worker: %w", err)
+		// Run stops by itself only when it cannot go on, e.g. when the
+		// schema is gone (queue.ErrNotMigrated).
+		return fmt.Errorf("the worker stopped: %w", err)
 	}
 	return nil
 }

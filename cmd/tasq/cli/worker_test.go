@@ -3,6 +3,7 @@ package cli_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tasqhq/tasq/cmd/tasq/cli"
 	"github.com/tasqhq/tasq/cmd/tasq/demo"
+	"github.com/tasqhq/tasq/migrations"
 	"github.com/tasqhq/tasq/queue"
 )
 
@@ -76,5 +78,29 @@ func TestWorkerCommandMounted(t *testing.T) {
 	var res demo.PaymentResult
 	if err := json.Unmarshal(j.Result, &res); err != nil || j.State != queue.StateCompleted || res.Status != "completed" || res.AmountCents != 100 {
 		t.Fatalf("job after the batch run: %s with result %s (%v); want completed", j.State, j.Result, err)
+	}
+}
+
+// TestWorkerCommandStopsWhenTheSchemaIsGone: a worker whose table is
+// dropped under it cannot go on; the command stops and says to migrate,
+// rather than retrying its claims forever.
+func TestWorkerCommandStopsWhenTheSchemaIsGone(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	e := newEnv(t, ctx)
+	id := e.dispatch(t, ctx, &demo.SendEmail{To: "dee@example.com", Subject: "Hi"})
+	done := make(chan result, 1)
+	go func() {
+		done <- run(ctx, cli.Options{Registry: demoRegistry(t), Logger: quietLogger()},
+			"worker", "--database-url", e.dsn, "--queues", "emails", "--poll-interval", "50ms", "--shutdown-grace", "2s")
+	}()
+	e.waitState(t, ctx, id, queue.StateCompleted, 20*time.Second)
+	if err := migrations.Down(ctx, e.dsn); err != nil {
+		t.Fatalf("migrations.Down: %v", err)
+	}
+	r := waitDone(t, done, 30*time.Second, "the worker command after its table was dropped")
+	if !errors.Is(r.err, queue.ErrNotMigrated) || !strings.Contains(r.err.Error(), "the worker stopped") ||
+		!strings.Contains(r.err.Error(), "tasq migrate up") {
+		t.Fatalf("worker after migrate down: %v; want ErrNotMigrated saying the worker stopped and to run tasq migrate up", r.err)
 	}
 }
