@@ -4,6 +4,7 @@ package testredis
 
 import (
 	"errors"
+	"io/fs"
 	"os/exec"
 	"syscall"
 )
@@ -17,4 +18,13 @@ func dieWithParent(cmd *exec.Cmd) {
 // processAlive reports whether a process with this pid exists.
 func processAlive(pid int) bool {
 	return !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+// fileOwner returns the uid that owns the file fi describes.
+func fileOwner(fi fs.FileInfo) (uid int, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int(st.Uid), true
 }

@@ -309,3 +309,19 @@ func TestJobsOutputEscapesControlCharacters(t *testing.T) {
 		t.Errorf("stats --json decodes the queue to %q; want %q", counted[0].Queue, queueName)
 	}
 }
+
+// Defect 7: jobs that no running worker can take show up in tasq stats, by
+// queue and kind, with the age of the oldest.
+func TestStatsShowsJobsNoWorkerServes(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	e := newEnv(t, ctx)
+	e.dispatch(t, ctx, &demo.SendEmail{To: "ann@example.com", Subject: "Hi"})
+	r := run(ctx, cli.Options{}, "stats", "--database-url", e.dsn)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !regexp.MustCompile(`waiting for a worker that knows their kind[^\n]*\n\s*QUEUE\s+KIND\s+JOBS\s+OLDEST\n\s*emails\s+SendEmail\s+1\s+\d+s ago`).MatchString(r.out) {
+		t.Errorf("stats does not show the unserved SendEmail job:\n%s", r.out)
+	}
+}

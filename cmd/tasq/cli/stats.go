@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -52,12 +53,35 @@ from SQS, so they are not counted there.`,
 					return nil
 				}
 				writeStatsTable(out, stats)
+				if ur, ok := sr.(queue.UnservedReader); ok {
+					un, err := ur.Unserved(cmd.Context())
+					if err != nil {
+						return fmt.Errorf("find jobs no worker serves: %w", err)
+					}
+					writeUnserved(out, un, time.Now())
+				}
 				return nil
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: one {queue, state, count} object per pair")
 	return cmd
+}
+
+// writeUnserved lists available jobs that no live worker can take: their
+// kind is not registered with any running worker of their queue (a rolling
+// deploy in progress, or a worker that was never deployed).
+func writeUnserved(w io.Writer, un []queue.UnservedKind, now time.Time) {
+	if len(un) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nwaiting for a worker that knows their kind (no live worker serves it):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "QUEUE\tKIND\tJOBS\tOLDEST")
+	for _, u := range un {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s ago\n", oneLine(u.Queue), oneLine(u.Kind), u.Count, now.Sub(u.Oldest).Round(time.Second))
+	}
+	_ = tw.Flush()
 }
 
 // writeStatsTable prints one row per queue and one column per state, with
