@@ -73,7 +73,6 @@ func stateIs(m *memSource, id uuid.UUID, st queue.JobState) func() bool {
 // gate is a task whose executions block until released (or their context
 // ends, when honour is set), counting how many run at once.
 type gate struct {
-	mu      sync.Mutex
 	release chan struct{}
 	running atomic.Int64
 	peak    atomic.Int64

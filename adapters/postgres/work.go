@@ -353,11 +353,3 @@ func (a *Adapter) countByQueue(ctx context.Context, sql string, args ...any) (in
 // pgUUID converts an ID for pgx's native uuid codec: a uuid.UUID would be
 // encoded through its driver.Valuer, as text, one reflective call per element.
 func pgUUID(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: true} }
-
-func pgUUIDs(ids []uuid.UUID) []pgtype.UUID {
-	out := make([]pgtype.UUID, len(ids))
-	for i, id := range ids {
-		out[i] = pgUUID(id)
-	}
-	return out
-}

@@ -56,6 +56,16 @@ func parseJob(h map[string]string) (*queue.JobInfo, error) {
 	if r, ok := h["result"]; ok && r != "" {
 		j.Result = json.RawMessage(r)
 	}
+	// Absent (a job never claimed, or none of its errors dropped): 0.
+	optInt := func(field string, bits int) int64 {
+		s, ok := h[field]
+		if !ok {
+			return 0
+		}
+		return p.int(field, s, bits)
+	}
+	j.Token = optInt("token", 64)
+	j.ErrorsOmitted = int(optInt("errors_omitted", 32))
 	if err := p.err(h["id"]); err != nil {
 		return nil, err
 	}
@@ -271,10 +281,12 @@ func newer(a, b goredis.Z) bool {
 	return am > bm
 }
 
-// runOp runs an operator script on job id; refused explains why the job's
-// current state does not allow the operation.
-func (a *Adapter) runOp(ctx context.Context, op string, id uuid.UUID, script *goredis.Script, refused func(state string) error) error {
-	res, err := script.Run(ctx, a.client, nil, a.keys.prefix, id.String()).StringSlice()
+// runOp runs an operator script on job id, with extra as its arguments
+// after the ID; refused explains why the job's current state does not allow
+// the operation.
+func (a *Adapter) runOp(ctx context.Context, op string, id uuid.UUID, script *goredis.Script, refused func(state string) error, extra ...any) error {
+	args := append([]any{a.keys.prefix, id.String()}, extra...)
+	res, err := script.Run(ctx, a.client, nil, args...).StringSlice()
 	if err != nil {
 		return a.wrap(op+" job", err)
 	}
@@ -317,7 +329,8 @@ func (a *Adapter) RetryJob(ctx context.Context, id uuid.UUID) error {
 // once; its worker's outcome is then discarded by the completion guard.
 func (a *Adapter) CancelJob(ctx context.Context, id uuid.UUID) error {
 	return a.runOp(ctx, "cancel", id, cancelScript,
-		notAllowed("cancel", id, queue.StateScheduled, queue.StateAvailable, queue.StateRunning, queue.StateRetryable))
+		notAllowed("cancel", id, queue.StateScheduled, queue.StateAvailable, queue.StateRunning, queue.StateRetryable),
+		queue.MaxErrorHistory)
 }
 
 // DeleteJob implements queue.JobEditor: it removes a job that is not

@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -357,5 +358,140 @@ func TestTokenNeverResets(t *testing.T) {
 	}
 	if token() != "4" {
 		t.Errorf("after CancelJob: token %s; want 4", token())
+	}
+}
+
+// handBackWithError claims the job of queue q and hands it back with msg in
+// its error history.
+func handBackWithError(t *testing.T, a *redis.Adapter, q, msg string, lease time.Duration) *queue.Job {
+	t.Helper()
+	ctx := ctxFor(t)
+	js, err := a.Claim(ctx, queue.ClaimRequest{Queue: q, WorkerID: "w", Limit: 1, Lease: lease})
+	if err != nil || len(js) != 1 {
+		t.Fatalf("claim: %v %d", err, len(js))
+	}
+	o := queue.Outcome{ID: js[0].ID, Token: js[0].Token, State: queue.StateAvailable, Error: msg}
+	if n, err := a.Finish(ctx, "w", []queue.Outcome{o}); err != nil || n != 1 {
+		t.Fatalf("finish: %d %v", n, err)
+	}
+	return js[0]
+}
+
+// TestErrorHistoryIsCapped: the error history keeps the first entry and the
+// newest queue.MaxErrorHistory-1, and counts the ones dropped. The entries
+// are long and hold JSON's special characters, so that the script splits
+// the stored history where a real entry ends.
+func TestErrorHistoryIsCapped(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t)
+	a, _ := newAdapter(t)
+	j := newJob("history")
+	j.MaxRetries = 1000
+	mustInsert(t, a, j)
+	const attempts = 50
+	for i := 1; i <= attempts; i++ {
+		handBackWithError(t, a, "history", fmt.Sprintf(`failure %d "q", [b] {c} \ %s`, i, strings.Repeat("x", 4000)), time.Minute)
+	}
+	info, err := a.GetJob(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Errors) != queue.MaxErrorHistory || info.ErrorsOmitted != attempts-queue.MaxErrorHistory {
+		t.Fatalf("history of %d entries, %d omitted; want %d and %d", len(info.Errors), info.ErrorsOmitted, queue.MaxErrorHistory, attempts-queue.MaxErrorHistory)
+	}
+	if !strings.HasPrefix(info.Errors[0].Error, "failure 1 ") || !strings.HasPrefix(info.LastError(), fmt.Sprintf("failure %d ", attempts)) ||
+		!strings.HasPrefix(info.Errors[1].Error, fmt.Sprintf("failure %d ", attempts-queue.MaxErrorHistory+2)) {
+		t.Errorf("kept entries: first %.12q, second %.12q, last %.12q", info.Errors[0].Error, info.Errors[1].Error, info.LastError())
+	}
+	if want := fmt.Sprintf(`failure %d "q", [b] {c} \ %s`, attempts, strings.Repeat("x", 4000)); info.LastError() != want {
+		t.Errorf("the last entry was changed: %.40q", info.LastError())
+	}
+	if info.Token != attempts {
+		t.Errorf("claim token %d after %d claims", info.Token, attempts)
+	}
+}
+
+// TestEveryErrorPathIsCapped: a rescue on lease expiry and a cancel by an
+// operator append through the same capped helper as an outcome; a history
+// edited by hand to be longer than the cap is cut back to it with every
+// dropped entry counted, and one that is not a JSON array is replaced.
+func TestEveryErrorPathIsCapped(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t)
+	a, c := newAdapter(t)
+	j := newJob("paths")
+	j.MaxRetries = 1000
+	mustInsert(t, a, j)
+	for i := 1; i <= queue.MaxErrorHistory-1; i++ {
+		handBackWithError(t, a, "paths", fmt.Sprintf("failure %d", i), time.Minute)
+	}
+	handBackWithError(t, a, "paths", fmt.Sprintf("failure %d", queue.MaxErrorHistory), 100*time.Millisecond)
+	check := func(stage string, omitted int, second, last string) {
+		t.Helper()
+		info, err := a.GetJob(ctx, j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(info.Errors) != queue.MaxErrorHistory || info.ErrorsOmitted != omitted {
+			t.Fatalf("%s: history of %d entries, %d omitted; want %d and %d", stage, len(info.Errors), info.ErrorsOmitted, queue.MaxErrorHistory, omitted)
+		}
+		if info.Errors[0].Error != "failure 1" || info.Errors[1].Error != second || info.LastError() != last {
+			t.Errorf("%s: first %q, second %q, last %q; want %q, %q, %q", stage, info.Errors[0].Error, info.Errors[1].Error, info.LastError(), "failure 1", second, last)
+		}
+	}
+	check("full", 0, "failure 2", fmt.Sprintf("failure %d", queue.MaxErrorHistory))
+	if f := hget(t, c, a, j.ID, "errors_omitted"); f != "" {
+		t.Errorf("errors_omitted = %q before anything was dropped; want no field", f)
+	}
+
+	if _, err := a.Claim(ctx, queue.ClaimRequest{Queue: "paths", WorkerID: "w", Limit: 1, Lease: 100 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	rescueWithin(t, a, 1, 10*time.Second)
+	check("after the rescue", 1, "failure 3", queue.LeaseExpiredText("w"))
+
+	if err := a.CancelJob(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("after the cancel", 2, "failure 4", "cancelled by operator")
+	if f := hget(t, c, a, j.ID, "errors_omitted"); f != "2" {
+		t.Errorf("errors_omitted field = %q; want 2", f)
+	}
+
+	// Edited by hand: 25 entries, then a cancel drops 6 (the 2nd to the 7th).
+	long, bad := newJob("edited"), newJob("edited")
+	mustInsert(t, a, long, bad)
+	entries := make([]string, 25)
+	for i := range entries {
+		entries[i] = fmt.Sprintf(`{"attempt": %d, "at_us": 1700000000000000, "error": "old %d"}`, i+1, i+1)
+	}
+	if err := c.HSet(ctx, a.Prefix()+"job:"+long.ID.String(), "errors", " [ "+strings.Join(entries, " , ")+" ] ").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.HSet(ctx, a.Prefix()+"job:"+bad.ID.String(), "errors", `[{"error": "not closed"`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uuid.UUID{long.ID, bad.ID} {
+		if err := a.CancelJob(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, err := a.GetJob(ctx, long.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Errors) != queue.MaxErrorHistory || info.ErrorsOmitted != 25+1-queue.MaxErrorHistory ||
+		info.Errors[0].Error != "old 1" || info.Errors[1].Error != "old 8" || info.Errors[0].At.UnixMicro() != 1700000000000000 ||
+		info.LastError() != "cancelled by operator" {
+		t.Errorf("a long history after a cancel: %d entries, %d omitted, first %q, second %q, last %q",
+			len(info.Errors), info.ErrorsOmitted, info.Errors[0].Error, info.Errors[1].Error, info.LastError())
+	}
+	info, err = a.GetJob(ctx, bad.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Errors) != 2 || info.Errors[0].Error != `unreadable errors field replaced: [{"error": "not closed"` ||
+		info.LastError() != "cancelled by operator" || info.ErrorsOmitted != 0 {
+		t.Errorf("an unreadable history after a cancel: %+v, %d omitted", info.Errors, info.ErrorsOmitted)
 	}
 }

@@ -29,7 +29,9 @@
 //	<prefix>job:<id>             hash: id kind queue state priority payload result attempt token
 //	                             max_retries retry_delay_ms timeout_ms run_at_us dispatched_at_us
 //	                             attempted_at_us attempted_by lease_expires_at_us finished_at_us
-//	                             errors (JSON: [{"attempt":1,"at_us":...,"error":"..."}])
+//	                             errors (JSON: [{"attempt":1,"at_us":...,"error":"..."}], at most
+//	                             queue.MaxErrorHistory entries: the first and the newest)
+//	                             errors_omitted (entries dropped from errors; absent: 0)
 //	<prefix>avail:<queue>        zset of available jobs: score -priority, member
 //	                             "<run_at_us, 16 digits>:<id>", so ZRANGE gives highest
 //	                             priority first, then oldest

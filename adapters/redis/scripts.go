@@ -51,16 +51,80 @@ local function move(id, q, from, to, dispatched)
   redis.call('ZREM', idxkey(from, q), id)
   redis.call('ZADD', idxkey(to, q), toint(dispatched) or 0, id)
 end
--- add_error appends {"attempt","at_us","error"} to the job's JSON error history.
-local function add_error(key, attempt, at, msg)
+-- json_items splits s, the text of a JSON array, into the text of its
+-- elements, or returns nil when s is not a JSON array (cjson checks that it
+-- parses; the scan finds the commas between elements, outside strings and
+-- nesting). Entries are copied byte for byte, never decoded and encoded
+-- again: cjson would print at_us in exponent form.
+local function json_items(s)
+  if type(s) ~= 'string' then return nil end
+  local ok, v = pcall(cjson.decode, s)
+  if (not ok) or type(v) ~= 'table' then return nil end
+  local b = string.find(s, '[^ \t\r\n]')
+  if (not b) or string.sub(s, b, b) ~= '[' then return nil end
+  local items, depth, from, pos = {}, 0, b + 1, b + 1
+  while true do
+    local p = string.find(s, '[%[%]{}",]', pos)
+    if not p then return nil end
+    local c = string.sub(s, p, p)
+    if c == '"' then
+      local q = p + 1
+      while true do
+        local r = string.find(s, '["\\]', q)
+        if not r then return nil end
+        if string.sub(s, r, r) == '"' then pos = r + 1; break end
+        q = r + 2
+      end
+    elseif c == '[' or c == '{' then
+      depth, pos = depth + 1, p + 1
+    elseif depth > 0 then
+      if c == ']' or c == '}' then depth = depth - 1 end
+      pos = p + 1
+    elseif c == ',' then
+      table.insert(items, string.sub(s, from, p - 1))
+      from, pos = p + 1, p + 1
+    elseif c == ']' then
+      local last = string.sub(s, from, p - 1)
+      if string.find(last, '[^ \t\r\n]') then table.insert(items, last) end
+      break
+    else
+      return nil
+    end
+  end
+  if #items ~= #v then return nil end
+  return items
+end
+-- add_error appends {"attempt","at_us","error"} to the job's JSON error
+-- history; every script that notes an error calls it. cap is
+-- queue.MaxErrorHistory, passed from Go: when the history already holds cap
+-- entries, the first and the newest cap-1 (this one included) are kept, and
+-- the number dropped is added to the errors_omitted field. A history that is
+-- not a JSON array (edited by hand) is replaced by an entry quoting its
+-- start, then this one. It raises no error on a job hash the caller has read.
+local function add_error(key, attempt, at, msg, cap)
   local e = '{"attempt":' .. int(attempt or 0) .. ',"at_us":' .. int(at) .. ',"error":' .. cjson.encode(msg) .. '}'
   local errs = redis.call('HGET', key, 'errors')
-  if (not errs) or errs == '' or errs == '[]' then
-    errs = '[' .. e .. ']'
-  else
-    errs = string.sub(errs, 1, -2) .. ',' .. e .. ']'
+  local items = {}
+  if errs and errs ~= '' then
+    items = json_items(errs)
+    if not items then
+      items = {'{"attempt":0,"at_us":' .. int(at) .. ',"error":' ..
+        cjson.encode('unreadable errors field replaced: ' .. string.sub(errs, 1, 1024)) .. '}'}
+    end
   end
-  redis.call('HSET', key, 'errors', errs)
+  local n, dropped = #items, 0
+  if n >= cap then
+    dropped = n + 1 - cap
+    local kept = {items[1]}
+    for i = n - cap + 3, n do table.insert(kept, items[i]) end
+    items = kept
+  end
+  table.insert(items, e)
+  redis.call('HSET', key, 'errors', '[' .. table.concat(items, ',') .. ']')
+  if dropped > 0 then
+    local omitted = (toint(redis.call('HGET', key, 'errors_omitted')) or 0) + dropped
+    redis.call('HSET', key, 'errors_omitted', int(math.min(omitted, 2147483647)))
+  end
 end
 local function publish(wake)
   for q in pairs(wake) do redis.call('PUBLISH', P .. 'wake', q) end
@@ -71,6 +135,10 @@ local function errtext(e)
   return tostring(e)
 end
 `
+
+// The error history rule keeps the first entry and the newest; add_error
+// needs room for both. This stops compiling if queue.MaxErrorHistory < 2.
+const _ uint = queue.MaxErrorHistory - 2
 
 // insertFields is the number of ARGV entries per job in insertScript.
 const insertFields = 9
@@ -203,7 +271,8 @@ return out
 // finishFields is the number of ARGV entries per outcome in finishScript.
 const finishFields = 9
 
-// finishScript: ARGV[2] worker, [3] n, then per outcome: id, token, state,
+// finishScript: ARGV[2] worker, [3] the error history cap
+// (queue.MaxErrorHistory), [4] n, then per outcome: id, token, state,
 // finishes, counts, runs_again, delay_us, error, result. The Go side
 // decides everything (queue.Outcome's methods) and passes it as flags:
 // finishes (1: set finished_at), counts (0: take the attempt back),
@@ -219,7 +288,7 @@ const finishFields = 9
 // a failure leaves the job running and its Go fallback can still fail it.
 // Returns {applied, {i, error, i, error, ...}} with i the outcome's index (1-based).
 var finishScript = goredis.NewScript(prelude + `
-local worker, n = ARGV[2], tonumber(ARGV[3])
+local worker, cap, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_us()
 local applied, wake, failed = 0, {}, {}
 local function apply(b)
@@ -241,7 +310,7 @@ local function apply(b)
   end
   redis.call('ZREM', P .. 'running', id)
   move(id, q, 'running', st, f[7])
-  if err ~= '' then add_error(key, att, now, err) end
+  if err ~= '' then add_error(key, att, now, err, cap) end
   redis.call('HSET', key, 'state', st)
   redis.call('HDEL', key, 'lease_expires_at_us')
   if att and not counts then redis.call('HSET', key, 'attempt', int(att - 1)) end
@@ -257,7 +326,7 @@ local function apply(b)
   return true
 end
 for i = 0, n - 1 do
-  local ok, res = pcall(apply, 4 + i * 9)
+  local ok, res = pcall(apply, 5 + i * 9)
   if not ok then
     table.insert(failed, i + 1)
     table.insert(failed, errtext(res))
@@ -293,14 +362,15 @@ return lost
 `)
 
 // maintainScript: ARGV[2] batch, [3] and [4] the text of a lease-expiry
-// error before and after the worker's ID (queue.LeaseExpiredText). Makes up
+// error before and after the worker's ID (queue.LeaseExpiredText), [5] the
+// error history cap (queue.MaxErrorHistory). Makes up
 // to batch due scheduled/retryable jobs available, and hands back up to
 // batch running jobs whose lease has expired, noting it in their error
 // history (the attempt still counts; the token stays, so the next claim
 // gets a larger one). Returns {promoted, rescued}.
 var maintainScript = goredis.NewScript(prelude + `
 local batch = tonumber(ARGV[2])
-local expired_before, expired_after = ARGV[3], ARGV[4]
+local expired_before, expired_after, cap = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local now = now_us()
 local wake = {}
 local promoted, rescued = 0, 0
@@ -327,7 +397,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. i
     move(id, f[2], 'running', 'available', f[5])
     redis.call('HSET', key, 'state', 'available')
     redis.call('HDEL', key, 'lease_expires_at_us')
-    add_error(key, toint(f[6]), now, expired_before .. string.sub(by, 1, 256) .. expired_after)
+    add_error(key, toint(f[6]), now, expired_before .. string.sub(by, 1, 256) .. expired_after, cap)
     wake[f[2]] = true
     rescued = rescued + 1
   end
@@ -360,10 +430,11 @@ publish({[f[2]] = true})
 return {'ok'}
 `)
 
-// cancelScript cancels a job that has not finished. A running job's worker
-// then finds its outcome refused by the completion guard.
+// cancelScript cancels a job that has not finished; ARGV[3] is the error
+// history cap (queue.MaxErrorHistory). A running job's worker then finds its
+// outcome refused by the completion guard.
 var cancelScript = goredis.NewScript(prelude + `
-local id = ARGV[2]
+local id, cap = ARGV[2], tonumber(ARGV[3])
 local key = jobkey(id)
 local f = redis.call('HMGET', key, 'state', 'queue', 'priority', 'run_at_us', 'dispatched_at_us', 'attempt')
 local st = f[1]
@@ -380,7 +451,7 @@ end
 local now = now_us()
 redis.call('HSET', key, 'state', 'cancelled', 'finished_at_us', int(now))
 redis.call('HDEL', key, 'lease_expires_at_us')
-add_error(key, toint(f[6]), now, 'cancelled by operator')
+add_error(key, toint(f[6]), now, 'cancelled by operator', cap)
 move(id, f[2], st, 'cancelled', f[5])
 return {'ok'}
 `)

@@ -156,8 +156,8 @@ type refusal struct {
 
 // finish runs the finish script once.
 func (a *Adapter) finish(ctx context.Context, workerID string, outs []queue.Outcome) (applied int, refused []refusal, err error) {
-	args := make([]any, 0, 3+len(outs)*finishFields)
-	args = append(args, a.keys.prefix, workerID, len(outs))
+	args := make([]any, 0, 4+len(outs)*finishFields)
+	args = append(args, a.keys.prefix, workerID, queue.MaxErrorHistory, len(outs))
 	for i := range outs {
 		o := &outs[i]
 		result := "-"
@@ -192,7 +192,7 @@ func (a *Adapter) finish(ctx context.Context, workerID string, outs []queue.Outc
 		if !ok1 || !ok2 || i < 1 || int(i) > len(outs) {
 			return bad()
 		}
-		refused = append(refused, refusal{index: int(i) - 1, err: fmt.Errorf("Redis refused it: %s", msg)})
+		refused = append(refused, refusal{index: int(i) - 1, err: fmt.Errorf("the Redis script refused it: %s", msg)})
 	}
 	return int(n), refused, nil
 }
@@ -236,7 +236,8 @@ func (a *Adapter) ExtendLeases(ctx context.Context, workerID string, leases []qu
 // attempt they used still counts). Both wake the queues they touch.
 func (a *Adapter) Maintain(ctx context.Context) (promoted, rescued int, err error) {
 	for range maintainRounds {
-		res, err := maintainScript.Run(ctx, a.client, nil, a.keys.prefix, maintainBatch, leaseExpiredBefore, leaseExpiredAfter).Int64Slice()
+		res, err := maintainScript.Run(ctx, a.client, nil, a.keys.prefix, maintainBatch, leaseExpiredBefore, leaseExpiredAfter,
+			queue.MaxErrorHistory).Int64Slice()
 		if err != nil {
 			return promoted, rescued, a.wrap("promote due jobs and rescue expired leases", err)
 		}
