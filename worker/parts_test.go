@@ -334,7 +334,10 @@ func TestConcurrencyIsAHardCapWhenHandlesIgnoreTimeouts(t *testing.T) {
 	g.open()
 	failed := 0
 	for _, id := range ids {
-		waitFor(t, "job finished", func() bool { st := src.snapshot(id).state; return st == queue.StateFailed || st == queue.StateCompleted })
+		waitFor(t, "job finished", func() bool {
+			st := src.snapshot(id).state
+			return st == queue.StateFailed || st == queue.StateCompleted
+		})
 		if j := src.snapshot(id); j.state == queue.StateFailed {
 			failed++
 			if len(j.errors) != 1 || !strings.Contains(j.errors[0], "timed out") {
