@@ -8,7 +8,7 @@ GO   ?= go
 PKGS ?= ./...
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test fmt-check vet lint bench bench-compare demo build
+.PHONY: help deps test fmt-check vet lint bench bench-compare demo build chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ vet: ## go vet
 
 lint: fmt-check vet ## gofmt, go vet and staticcheck
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+
+chaos: deps ## the long chaos suite: SIGKILL, SIGSTOP, killed connections, PostgreSQL restarts, cancel+retry (make test runs a short one)
+	TASQ_CHAOS=long $(GO) test -count=1 -timeout 60m -v -run 'TestChaos' ./integration/chaos/
 
 demo: ## run the demo (needs PostgreSQL: TASQ_DATABASE_URL, or local binaries)
 	$(GO) run ./cmd/tasq demo

@@ -140,7 +140,9 @@ func (e *executions) leases() []queue.Lease {
 }
 
 // markLost records that the backend no longer holds these claims for this
-// worker, and cancels their Handles with cause.
+// worker, and cancels their Handles with cause. It returns how many running
+// Handles it cancelled; a claim whose outcome was being written meanwhile is
+// marked but not counted (its outcome may well have landed).
 func (e *executions) markLost(ls []queue.Lease, cause error) (n int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -149,10 +151,12 @@ func (e *executions) markLost(ls []queue.Lease, cause error) (n int) {
 		if !ok || x.lost {
 			continue
 		}
-		n++
 		x.lost = true
-		if x.running && x.cancel != nil {
-			x.cancel(cause)
+		if x.running {
+			n++
+			if x.cancel != nil {
+				x.cancel(cause)
+			}
 		}
 	}
 	return n
