@@ -84,7 +84,7 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 		w.stats.handedBack.Add(1)
 		return queue.HandBack(j, 0), true
 	}
-	if j.Timeout > 0 && errors.Is(hctx.Err(), context.DeadlineExceeded) && jobCtx.Err() == nil {
+	if j.Timeout > 0 && errors.Is(hctx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("%w after %v: %w", queue.ErrTimeout, j.Timeout, err)
 	}
 	if queue.IsCancel(err) {

@@ -35,6 +35,7 @@ type executions struct {
 	slots    int               // slots in use
 	blocking int               // blocking slots in use
 	capacity int
+	stopped  error // set by cancelAll: Handles that start later are cancelled at once
 }
 
 func newExecutions(capacity int) *executions {
@@ -91,7 +92,22 @@ func (e *executions) started(x *execution, cancel context.CancelCauseFunc, deadl
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	x.cancel, x.deadline = cancel, deadline
+	if e.stopped != nil {
+		cancel(e.stopped)
+	}
 	return !x.lost
+}
+
+// cancelAll cancels every running Handle, and any that starts later, with cause.
+func (e *executions) cancelAll(cause error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stopped = cause
+	for _, x := range e.byLease {
+		if x.running && x.cancel != nil {
+			x.cancel(cause)
+		}
+	}
 }
 
 // returned marks Handle as returned and frees its slot. It reports whether

@@ -41,7 +41,7 @@ type Worker struct {
 	wake      chan struct{} // poked by notifications and maintenance
 
 	ready     chan claimed    // claimed jobs waiting for an executor
-	jobCtx    context.Context // parent of every job's context
+	jobCtx    context.Context // parent of every job's context: ctx's values, never cancelled
 	executors int             // executors started; only the fetch loop touches it
 	idle      atomic.Int64    // executors waiting for a job
 	jobs      sync.WaitGroup  // one per execution whose Handle has not returned
@@ -143,8 +143,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	// it is stopped explicitly once the outcomes are written.
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBg()
-	jobCtx, cancelJobs := context.WithCancelCause(context.WithoutCancel(ctx))
-	defer cancelJobs(nil)
+	// Job contexts carry ctx's values but not its cancellation: a shutdown
+	// cancels them one by one (executions.cancelAll) after the grace period.
+	// Not deriving them from one cancellable parent keeps thousands of
+	// executors from contending on that parent's lock for every job.
+	jobCtx := context.WithoutCancel(ctx)
 	// fetchCtx ends the fetch loop: on ctx, or when the worker must stop.
 	fetchCtx, stopFetch := context.WithCancel(ctx)
 	defer stopFetch()
@@ -182,7 +185,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		running, _ := w.execs.counts()
 		w.log.WarnContext(ctx, "shutdown grace period over; cancelling running jobs", "running", running, "grace", w.cfg.ShutdownGrace)
 		w.stopping.Store(true)
-		cancelJobs(errShutdown)
+		w.execs.cancelAll(errShutdown)
 		if !w.waitJobs(handBackWait) {
 			w.handBackAbandoned(ctx)
 		}
