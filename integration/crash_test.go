@@ -20,6 +20,7 @@ import (
 const (
 	childEnv    = "TASQ_TEST_CHILD_WORKER"
 	childDSNEnv = "TASQ_TEST_CHILD_DSN"
+	childIDEnv  = "TASQ_TEST_CHILD_ID"
 	childID     = "doomed-worker"
 )
 
@@ -33,10 +34,15 @@ func childMain() int {
 	}
 	reg := queue.NewRegistry()
 	queue.MustRegister(reg, &Waiter{})
-	w, err := worker.New(a, reg, worker.Config{
-		Queues: []string{"waiting"}, LeaseDuration: time.Second, ID: childID,
+	cfg := worker.Config{
+		Queues: []string{"waiting"}, LeaseDuration: time.Second, ID: childID, LeaderTTL: time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if id := os.Getenv(childIDEnv); id != "" {
+		// A worker of a fleet (the leader test): its own ID, a short term.
+		cfg.ID, cfg.LeaderTTL, cfg.MaintenanceInterval = id, leaderTTL, 50*time.Millisecond
+	}
+	w, err := worker.New(a, reg, cfg)
 	if err != nil {
 		os.Stderr.WriteString(err.Error())
 		return 2

@@ -26,8 +26,11 @@ var postgresFS embed.FS
 // MigrationsTable is the table in which golang-migrate records the applied version.
 const MigrationsTable = "tasq_schema_migrations"
 
-// Latest is the newest schema version shipped in this build.
-const Latest uint = 2
+// Latest is the newest PostgreSQL schema version shipped in this build.
+const Latest uint = 4
+
+// LatestMySQL is the newest MySQL/MariaDB schema version shipped in this build.
+const LatestMySQL uint = 2
 
 // ErrNoVersion is returned by Version when no migration has been applied yet.
 var ErrNoVersion = errors.New("tasq: no migration applied yet; run `tasq migrate up`")

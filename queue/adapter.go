@@ -290,6 +290,66 @@ type StatsReader interface {
 	Stats(ctx context.Context) ([]QueueStat, error)
 }
 
+// LeaderElector is the capability of backends that can elect one leader
+// among the workers sharing them, so that maintenance (promotion, rescue,
+// retention) runs once, not once per worker. The election is a lease in the
+// backend: it needs no session state, so it works through connection poolers.
+type LeaderElector interface {
+	// TryLead makes workerID the leader for ttl when no other worker holds an
+	// unexpired term, or extends workerID's own term. It reports whether
+	// workerID leads now.
+	TryLead(ctx context.Context, workerID string, ttl time.Duration) (bool, error)
+	// Resign ends workerID's term, if it holds one, so another worker can
+	// take over at once.
+	Resign(ctx context.Context, workerID string) error
+}
+
+// KeepForever, as a retention age, keeps finished jobs of that state for ever.
+const KeepForever time.Duration = -1
+
+// PurgeFilter selects finished jobs to delete: jobs in State (completed,
+// failed or cancelled) that finished more than OlderThan ago, of Queue when
+// it is not empty.
+type PurgeFilter struct {
+	State     JobState
+	Queue     string
+	OlderThan time.Duration
+	// ExceptQueues leaves these queues out (they have retention of their own).
+	ExceptQueues []string
+	// Limit caps the rows one call deletes; 0 means 1000.
+	Limit int
+	// Archive moves the rows to the archive table instead of deleting them.
+	Archive bool
+}
+
+// Check reports whether f selects finished jobs only.
+func (f PurgeFilter) Check() error {
+	switch f.State {
+	case StateCompleted, StateFailed, StateCancelled:
+	default:
+		return fmt.Errorf("%w: purge takes finished jobs only (completed, failed or cancelled), not %q", ErrInvalidConfig, f.State)
+	}
+	if f.OlderThan < 0 {
+		return fmt.Errorf("%w: purge age %v is negative", ErrInvalidConfig, f.OlderThan)
+	}
+	if f.Queue != "" {
+		if err := ValidateQueueName(f.Queue); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Purger is the capability of backends that can delete finished jobs in
+// bounded batches (retention, and `tasq jobs purge`).
+type Purger interface {
+	// Purge deletes (or archives) up to f.Limit jobs that f selects and
+	// returns how many.
+	Purge(ctx context.Context, f PurgeFilter) (int, error)
+	// CountPurgeable counts the jobs f selects, for a dry run.
+	CountPurgeable(ctx context.Context, f PurgeFilter) (int64, error)
+}
+
 // WorkerInfo describes a running worker, as a WorkerRegistry keeps it.
 type WorkerInfo struct {
 	ID        string

@@ -41,6 +41,16 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// FailedHookTimeout bounds a task's Failed hook. Default 30s.
 	FailedHookTimeout time.Duration
+	// LeaderTTL is the length of a maintenance leader's term, on backends
+	// that elect one (queue.LeaderElector): only the leader promotes, rescues
+	// and applies retention, and it renews its term every third of TTL. When
+	// it dies another worker takes over within about 1⅓ TTL, so a killed
+	// leader's own jobs wait at most their lease plus that. Default 10s.
+	LeaderTTL time.Duration
+	// Retention says how long finished jobs are kept before the leader
+	// deletes them (on backends that can: queue.Purger). Give every worker
+	// the same Retention: whichever leads applies its own.
+	Retention Retention
 	// MaxTasks, when positive, makes Run return after that many jobs have been
 	// claimed and finished: a batch run.
 	MaxTasks int
@@ -54,6 +64,71 @@ type Config struct {
 	ID string
 	// Logger receives the worker's logs. Default slog.Default().
 	Logger *slog.Logger
+}
+
+// Retention says how long finished jobs are kept. A zero age takes the
+// default (completed 24 h, cancelled 7 days, failed 30 days — failed jobs are
+// the dead letters an operator looks at); queue.KeepForever keeps them.
+type Retention struct {
+	Completed, Cancelled, Failed time.Duration
+	// Queues sets ages per queue; a zero age there takes the age above.
+	Queues map[string]RetentionAges
+	// Archive moves expired jobs to tasq_jobs_archive instead of deleting
+	// them, keeping history out of the hot table.
+	Archive bool
+	// Interval is how often the leader looks for expired jobs. Default 1m.
+	Interval time.Duration
+}
+
+// RetentionAges are one queue's retention ages.
+type RetentionAges struct {
+	Completed, Cancelled, Failed time.Duration
+}
+
+// Default retention ages.
+const (
+	DefaultKeepCompleted = 24 * time.Hour
+	DefaultKeepCancelled = 7 * 24 * time.Hour
+	DefaultKeepFailed    = 30 * 24 * time.Hour
+)
+
+func (r Retention) withDefaults() (Retention, error) {
+	pick := func(v, def time.Duration) time.Duration {
+		if v == 0 {
+			return def
+		}
+		return v
+	}
+	check := func(where string, a RetentionAges) error {
+		for name, v := range map[string]time.Duration{"Completed": a.Completed, "Cancelled": a.Cancelled, "Failed": a.Failed} {
+			if v < 0 && v != queue.KeepForever {
+				return fmt.Errorf("worker: Retention%s.%s is %v; use a positive age, 0 for the default or queue.KeepForever", where, name, v)
+			}
+		}
+		return nil
+	}
+	if err := check("", RetentionAges{r.Completed, r.Cancelled, r.Failed}); err != nil {
+		return r, err
+	}
+	r.Completed, r.Cancelled, r.Failed = pick(r.Completed, DefaultKeepCompleted), pick(r.Cancelled, DefaultKeepCancelled), pick(r.Failed, DefaultKeepFailed)
+	qs := make(map[string]RetentionAges, len(r.Queues))
+	for q, a := range r.Queues {
+		if err := queue.ValidateQueueName(q); err != nil {
+			return r, fmt.Errorf("worker: Retention.Queues: %w", err)
+		}
+		if err := check(fmt.Sprintf(".Queues[%q]", q), a); err != nil {
+			return r, err
+		}
+		qs[q] = RetentionAges{pick(a.Completed, r.Completed), pick(a.Cancelled, r.Cancelled), pick(a.Failed, r.Failed)}
+	}
+	r.Queues = qs
+	if r.Interval < 0 {
+		return r, fmt.Errorf("worker: Retention.Interval is %v; it must not be negative", r.Interval)
+	}
+	if r.Interval == 0 {
+		r.Interval = time.Minute
+	}
+	return r, nil
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -75,7 +150,7 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	for name, d := range map[string]time.Duration{"PollInterval": c.PollInterval, "FetchCooldown": c.FetchCooldown,
 		"LeaseDuration": c.LeaseDuration, "MaintenanceInterval": c.MaintenanceInterval,
-		"ShutdownGrace": c.ShutdownGrace, "FailedHookTimeout": c.FailedHookTimeout} {
+		"ShutdownGrace": c.ShutdownGrace, "FailedHookTimeout": c.FailedHookTimeout, "LeaderTTL": c.LeaderTTL} {
 		if d < 0 {
 			return c, fmt.Errorf("worker: %s is %v; it must not be negative", name, d)
 		}
@@ -107,6 +182,16 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.FailedHookTimeout == 0 {
 		c.FailedHookTimeout = 30 * time.Second
+	}
+	if c.LeaderTTL == 0 {
+		c.LeaderTTL = 10 * time.Second
+	}
+	if c.LeaderTTL < 300*time.Millisecond {
+		return c, fmt.Errorf("worker: LeaderTTL %v is too short; use at least 300ms", c.LeaderTTL)
+	}
+	var err error
+	if c.Retention, err = c.Retention.withDefaults(); err != nil {
+		return c, err
 	}
 	if c.CompletionBatchSize == 0 {
 		c.CompletionBatchSize = 1000

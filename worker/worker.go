@@ -58,10 +58,14 @@ type Worker struct {
 	claimed atomic.Int64
 	stats   counters
 	info    queue.WorkerInfo // as registered with a queue.WorkerRegistry
+
+	leader      atomic.Bool  // this worker leads maintenance now
+	leaderSince atomic.Value // time.Time of the last successful TryLead
 }
 
 type counters struct {
 	completed, retried, failed, cancelled, handedBack, stale, dropped, lost, stuck atomic.Int64
+	maintenance, purged                                                            atomic.Int64
 }
 
 // Stats is a snapshot of what a worker has done since it started.
@@ -80,6 +84,13 @@ type Stats struct {
 	// Stuck is how many executions are running past their timeout now: their
 	// Handle ignores its context. Each keeps its slot until it returns.
 	Stuck int64
+	// Leader says whether this worker leads maintenance now (on backends
+	// that elect a leader; elsewhere every worker maintains).
+	Leader bool
+	// MaintenanceRuns counts the maintenance passes this worker ran.
+	MaintenanceRuns int64
+	// Purged counts finished jobs this worker's retention removed.
+	Purged int64
 }
 
 // New returns a worker that claims jobs from src and runs them with the task
@@ -95,7 +106,7 @@ func New(src queue.Source, reg *queue.Registry, cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{
+	w := &Worker{
 		src: src, reg: reg, cfg: cfg,
 		log:       cfg.Logger.With("worker", cfg.ID),
 		execs:     newExecutions(cfg.Concurrency),
@@ -104,7 +115,9 @@ func New(src queue.Source, reg *queue.Registry, cfg Config) (*Worker, error) {
 		ready:     make(chan claimed, cfg.Concurrency),
 		outcomes:  make(chan queue.Outcome, cfg.Concurrency*2),
 		completed: make(chan struct{}),
-	}, nil
+	}
+	w.leaderSince.Store(time.Time{})
+	return w, nil
 }
 
 // ID returns the worker's ID, as stored in attempted_by.
@@ -118,6 +131,7 @@ func (w *Worker) Stats() Stats {
 		Completed: w.stats.completed.Load(), Retried: w.stats.retried.Load(), Failed: w.stats.failed.Load(),
 		Cancelled: w.stats.cancelled.Load(), HandedBack: w.stats.handedBack.Load(), Stale: w.stats.stale.Load(),
 		Dropped: w.stats.dropped.Load(), LostLeases: w.stats.lost.Load(), Stuck: w.stats.stuck.Load(),
+		Leader: w.leader.Load(), MaintenanceRuns: w.stats.maintenance.Load(), Purged: w.stats.purged.Load(),
 	}
 }
 

@@ -306,3 +306,19 @@ func TestUnservedKindsAreVisible(t *testing.T) {
 		t.Errorf("with no worker: Unserved = %+v, want both kinds", un)
 	}
 }
+
+// A sub-millisecond timeout is stored as 1 ms, not as 0 (which means none).
+func TestSubMillisecondDurationsRoundUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, _ := newAdapter(t)
+	j := job("tiny")
+	j.Timeout, j.RetryDelay = 500*time.Microsecond, 1500*time.Microsecond
+	if err := a.Insert(ctx, []queue.NewJob{j}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := a.GetJob(ctx, j.ID)
+	if err != nil || info.Timeout != time.Millisecond || info.RetryDelay != 2*time.Millisecond {
+		t.Fatalf("stored timeout %v retry delay %v (%v), want 1ms and 2ms", info.Timeout, info.RetryDelay, err)
+	}
+}

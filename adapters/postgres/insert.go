@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -49,8 +50,10 @@ func insertArgs(jobs []queue.NewJob) []any {
 		prios[i] = j.Priority
 		payloads[i] = string(j.Payload)
 		retries[i] = int32(j.MaxRetries)
-		retryMS[i] = j.RetryDelay.Milliseconds()
-		timeoutMS[i] = j.Timeout.Milliseconds()
+		// Columns hold whole milliseconds: a positive duration below one
+		// rounds up, so a sub-millisecond timeout never reads as "none".
+		retryMS[i] = ceilMS(j.RetryDelay)
+		timeoutMS[i] = ceilMS(j.Timeout)
 		delayMS[i] = j.Delay.Milliseconds()
 		if j.Delay > 0 && delayMS[i] == 0 {
 			delayMS[i] = 1 // a sub-millisecond delay still means "scheduled"
@@ -146,4 +149,13 @@ func (a *Adapter) InsertTx(ctx context.Context, tx any, jobs []queue.NewJob) err
 		return fmt.Errorf("%w: the transaction is on another database than this adapter's (is the task routed to another driver? its jobs must be dispatched on that database)", queue.ErrTxUnsupported)
 	}
 	return nil
+}
+
+// ceilMS is d in whole milliseconds, rounded up.
+func ceilMS(d time.Duration) int64 {
+	ms := d.Milliseconds()
+	if time.Duration(ms)*time.Millisecond < d {
+		ms++
+	}
+	return ms
 }

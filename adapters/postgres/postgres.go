@@ -7,6 +7,15 @@
 // runs. Dispatch can join the caller's transaction given as a pgx.Tx, a
 // *sql.Tx or a *gorm.DB.
 //
+// Behind a transaction pooler such as PgBouncer in pool_mode=transaction,
+// where consecutive statements may run on different server connections,
+// the adapter sends statements without named prepared statements (unless
+// the pooler manages them) and LISTENs on a separate session connection
+// given as a listen URL, or, without one, runs in an explicit poll-only
+// mode. New detects a pooler by itself; the URL parameters tasq_pooler,
+// tasq_listen_url and tasq_wake_poll, or the matching Options, say what to
+// do. See Pooler, Wakeups and Setup.
+//
 // Importing the package registers it as the driver "postgres".
 package postgres
 
@@ -14,9 +23,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -48,6 +59,10 @@ type Adapter struct {
 	ownPool  bool
 	instance uuid.UUID // tasq_instance.id and current_database(): which database this is
 	database string
+
+	setup     Setup
+	listenCfg *pgx.ConnConfig // where Subscribe LISTENs; nil in poll-only mode
+	log       *slog.Logger
 }
 
 // The capabilities the PostgreSQL adapter has: all of them.
@@ -64,7 +79,16 @@ var (
 // New connects to the database at url (a postgres:// URL or key=value DSN),
 // checks that it answers and that the TasQ schema is migrated, and returns an
 // adapter that owns its pool.
-func New(ctx context.Context, url string) (*Adapter, error) {
+//
+// Besides pgx's parameters, url may carry the adapter's own, which are
+// removed before pgx and the server see them: tasq_pooler (see Pooler),
+// tasq_listen_url (see WithListenURL) and tasq_wake_poll (see
+// WithWakePollInterval). opts override them. Behind a transaction pooler,
+// when the pool's query exec mode would use named prepared statements that
+// the pooler passes through (pgx's default, cache_statement, on PgBouncer
+// before 1.21) or describe_exec, New opens the pool in cache_describe mode
+// instead. New logs the setup it settled on once (see Setup).
+func New(ctx context.Context, url string, opts ...Option) (*Adapter, error) {
 	if url == "" {
 		return nil, errors.New("tasq/postgres: empty database URL; set TASQ_DATABASE_URL, e.g. postgres://user:pass@127.0.0.1:5432/app")
 	}
@@ -72,13 +96,30 @@ func New(ctx context.Context, url string) (*Adapter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tasq/postgres: cannot parse database URL: %w", err)
 	}
+	var o options
+	if err := takeParams(cfg.ConnConfig.RuntimeParams, &o); err != nil {
+		return nil, err
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := o.check(); err != nil {
+		return nil, err
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("tasq/postgres: %w", err)
 	}
-	a, err := NewFromPool(ctx, pool)
+	reopen := func(mode pgx.QueryExecMode) (*pgxpool.Pool, error) {
+		cfg.ConnConfig.DefaultQueryExecMode = mode
+		p, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("tasq/postgres: %w", err)
+		}
+		return p, nil
+	}
+	a, err := open(ctx, pool, &o, reopen)
 	if err != nil {
-		pool.Close()
 		return nil, err
 	}
 	a.ownPool = true
@@ -87,30 +128,63 @@ func New(ctx context.Context, url string) (*Adapter, error) {
 
 // NewFromPool returns an adapter on an existing pool, after checking that the
 // database answers and is migrated. Close does not close a pool given here.
-func NewFromPool(ctx context.Context, pool *pgxpool.Pool) (*Adapter, error) {
+//
+// Behind a transaction pooler (detected, or said with WithPooler) the pool
+// must not use named prepared statements that the pooler passes through,
+// nor describe_exec: NewFromPool cannot change a pool's query exec mode, so
+// it returns an error saying how to build the pool (e.g. with
+// default_query_exec_mode=cache_describe).
+func NewFromPool(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Adapter, error) {
 	if pool == nil {
 		return nil, errors.New("tasq/postgres: NewFromPool got a nil pool")
 	}
-	if err := pool.Ping(ctx); err != nil {
-		c := pool.Config().ConnConfig
-		addr := net.JoinHostPort(c.Host, fmt.Sprint(c.Port))
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) {
-			// The server answered: say what it refused, not that it is down.
-			switch pgErr.Code {
-			case "3D000":
-				return nil, fmt.Errorf("tasq/postgres: PostgreSQL at %s has no database %q: %w; create it (createdb %s) or fix the database in TASQ_DATABASE_URL", addr, c.Database, err, c.Database)
-			case "28000", "28P01":
-				return nil, fmt.Errorf("tasq/postgres: PostgreSQL at %s refused user %q: %w; check the user and password in TASQ_DATABASE_URL (does the role exist?)", addr, c.User, err)
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	return open(ctx, pool, &o, nil)
+}
+
+// open checks the database behind pool, settles how to talk to it (see
+// Setup) and returns the adapter. It owns pool on error when reopen is not
+// nil (New's pool): it closes it, and it may replace it by one that reopen
+// opens in a safe query exec mode.
+func open(ctx context.Context, pool *pgxpool.Pool, o *options, reopen func(pgx.QueryExecMode) (*pgxpool.Pool, error)) (a *Adapter, err error) {
+	if reopen != nil {
+		defer func() {
+			if err != nil {
+				pool.Close()
 			}
-			return nil, fmt.Errorf("tasq/postgres: PostgreSQL at %s (database %q) refused the connection: %w", addr, c.Database, err)
+		}()
+	}
+	if err := ping(ctx, pool); err != nil {
+		return nil, err
+	}
+	probe, err := probePooler(ctx, pool, o.pooler)
+	if err != nil {
+		return nil, fmt.Errorf("tasq/postgres: probe what is between the adapter and PostgreSQL (%s=%s): %w", ParamPooler, o.pooler, err)
+	}
+	mode := pool.Config().ConnConfig.DefaultQueryExecMode
+	was, switched := mode, false
+	if probe.pooler == PoolerTransaction && !safeBehindTransactionPooler(mode, probe.namesManaged) {
+		if reopen == nil {
+			return nil, fmt.Errorf("tasq/postgres: the pool goes through a transaction pooler (%s), where its query exec mode %q breaks: %s; "+
+				"build the pool with default_query_exec_mode=cache_describe in its URL (or ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe), "+
+				"or, for PgBouncer 1.21 or later, set max_prepared_statements > 0; if no transaction pooler is in between, say WithPooler(PoolerNone)",
+				poolerSource(probe), mode, modeProblem(mode))
 		}
-		return nil, fmt.Errorf("tasq/postgres: cannot reach PostgreSQL at %s (database %q): %w; check TASQ_DATABASE_URL and that the server is running",
-			addr, c.Database, err)
+		pool.Close()
+		if pool, err = reopen(fallbackExecMode); err != nil {
+			return nil, err
+		}
+		mode, switched = fallbackExecMode, true
 	}
 	var jobs, instance bool
 	if err := pool.QueryRow(ctx, `SELECT to_regclass('tasq_jobs') IS NOT NULL, to_regclass('tasq_instance') IS NOT NULL`).Scan(&jobs, &instance); err != nil {
-		return nil, fmt.Errorf("tasq/postgres: check schema: %w", err)
+		return nil, fmt.Errorf("tasq/postgres: check schema: %w%s", err, poolerHint(err))
 	}
 	if !jobs {
 		return nil, fmt.Errorf("%w (database %q has no tasq_jobs table)", queue.ErrNotMigrated, pool.Config().ConnConfig.Database)
@@ -118,13 +192,51 @@ func NewFromPool(ctx context.Context, pool *pgxpool.Pool) (*Adapter, error) {
 	if !instance {
 		return nil, fmt.Errorf("%w (database %q has an older TasQ schema: migration 2 adds claim tokens)", queue.ErrNotMigrated, pool.Config().ConnConfig.Database)
 	}
-	a := &Adapter{pool: pool}
+	a = &Adapter{pool: pool, log: o.log}
 	var id pgtype.UUID
 	if err := pool.QueryRow(ctx, `SELECT id, current_database() FROM tasq_instance`).Scan(&id, &a.database); err != nil {
 		return nil, wrapErr("read tasq_instance", err)
 	}
 	a.instance = uuid.UUID(id.Bytes)
+	a.setup = Setup{Pooler: probe.pooler, Detected: probe.detected, ExecMode: mode}
+	switch {
+	case o.listenURL != "":
+		if a.listenCfg, err = a.checkListenURL(ctx, o.listenURL); err != nil {
+			return nil, err
+		}
+		a.setup.Wakeups = WakeupsListenURL
+	case probe.pooler == PoolerTransaction:
+		a.setup.Wakeups = WakeupsPoll
+		a.setup.WakePollInterval = o.wakePoll
+	default:
+		a.listenCfg = pool.Config().ConnConfig
+		a.setup.Wakeups = WakeupsListen
+	}
+	a.logSetup(ctx, switched, was)
 	return a, nil
+}
+
+// ping checks that the database answers and says what is wrong when not.
+func ping(ctx context.Context, pool *pgxpool.Pool) error {
+	err := pool.Ping(ctx)
+	if err == nil {
+		return nil
+	}
+	c := pool.Config().ConnConfig
+	addr := net.JoinHostPort(c.Host, fmt.Sprint(c.Port))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// The server answered: say what it refused, not that it is down.
+		switch pgErr.Code {
+		case "3D000":
+			return fmt.Errorf("tasq/postgres: PostgreSQL at %s has no database %q: %w; create it (createdb %s) or fix the database in TASQ_DATABASE_URL", addr, c.Database, err, c.Database)
+		case "28000", "28P01":
+			return fmt.Errorf("tasq/postgres: PostgreSQL at %s refused user %q: %w; check the user and password in TASQ_DATABASE_URL (does the role exist?)", addr, c.User, err)
+		}
+		return fmt.Errorf("tasq/postgres: PostgreSQL at %s (database %q) refused the connection: %w", addr, c.Database, err)
+	}
+	return fmt.Errorf("tasq/postgres: cannot reach PostgreSQL at %s (database %q): %w; check TASQ_DATABASE_URL and that the server is running",
+		addr, c.Database, err)
 }
 
 // Name returns "postgres".
@@ -147,5 +259,5 @@ func wrapErr(op string, err error) error {
 	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42704") {
 		return fmt.Errorf("tasq/postgres: %s: %w (%s)", op, queue.ErrNotMigrated, pgErr.Message)
 	}
-	return fmt.Errorf("tasq/postgres: %s: %w", op, err)
+	return fmt.Errorf("tasq/postgres: %s: %w%s", op, err, poolerHint(err))
 }

@@ -152,6 +152,9 @@ func childMain(workerID string) int {
 		Queues: []string{chaosQueue}, Concurrency: p.Concurrency, LeaseDuration: p.LeaseDuration,
 		PollInterval: p.PollInterval, MaintenanceInterval: p.MaintenanceInterval,
 		ShutdownGrace: 5 * time.Second, ID: workerID, Logger: logger,
+		// The maintenance leader is killed too in the SIGKILL scenario: a
+		// short term keeps the rescue of its jobs within a few leases.
+		LeaderTTL: 3 * p.LeaseDuration,
 		Resolver: &recorder{pool: pool, worker: workerID},
 	})
 	if err != nil {

@@ -68,8 +68,8 @@ func TestNewDatabaseHasSchema(t *testing.T) {
 		t.Errorf("count = %d, want 0 in a fresh database", n)
 	}
 	v, dirty, err := migrations.VersionMySQL(ctx, dsn)
-	if err != nil || dirty || v != migrations.Latest {
-		t.Errorf("VersionMySQL = %d, dirty %v, err %v; want %d, clean", v, dirty, err, migrations.Latest)
+	if err != nil || dirty || v != migrations.LatestMySQL {
+		t.Errorf("VersionMySQL = %d, dirty %v, err %v; want %d, clean", v, dirty, err, migrations.LatestMySQL)
 	}
 }
 

@@ -47,6 +47,9 @@ func (e *UnsupportedError) Error() string {
 	case capabilityName[queue.StatsReader]():
 		cannot = "it cannot count jobs per queue and state"
 		needs = "`tasq stats` needs a backend that counts its jobs: postgres, mysql, redis or sqs"
+	case capabilityName[queue.Purger]():
+		cannot = "it cannot delete finished jobs in batches"
+		needs = "`tasq jobs purge` needs postgres"
 	default:
 		cannot = "it lacks a capability this command needs"
 		needs = "postgres has every capability"

@@ -52,6 +52,7 @@ string cannot drive your terminal; --json output decodes to the stored text.`,
 			func(ed queue.JobEditor, cmd *cobra.Command, id uuid.UUID) (string, error) {
 				return "job %s deleted", ed.DeleteJob(cmd.Context(), id)
 			}),
+		a.jobsPurgeCommand(),
 	)
 	return cmd
 }
@@ -350,4 +351,88 @@ func (a *app) jobActionCommand(name, short string, act func(queue.JobEditor, *co
 			})
 		},
 	}
+}
+
+func (a *app) jobsPurgeCommand() *cobra.Command {
+	var (
+		state       string
+		olderThan   time.Duration
+		queueName   string
+		dryRun, yes bool
+		archive     bool
+		batch       int
+	)
+	cmd := &cobra.Command{
+		Use:   "purge --state STATE --older-than AGE [--queue Q] (--dry-run | --yes)",
+		Short: "Delete finished jobs older than an age, in batches (what retention does, on demand)",
+		Long: `purge deletes finished jobs (completed, failed or cancelled) that finished more
+than --older-than ago, of one queue or of all, in batches of --batch rows, oldest
+first. --dry-run only counts them; deleting needs --yes. --archive moves them to
+tasq_jobs_archive instead. A worker leader does the same continuously with its
+Retention setting (completed 24 h, cancelled 7 d, failed 30 d by default).`,
+		Example: `  tasq jobs purge --state completed --older-than 24h --dry-run
+  tasq jobs purge --state failed --older-than 720h --queue payments --yes`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := queue.ParseJobState(state)
+			if err != nil {
+				return err
+			}
+			f := queue.PurgeFilter{State: st, Queue: queueName, OlderThan: olderThan, Limit: batch, Archive: archive}
+			if err := f.Check(); err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("older-than") {
+				return fmt.Errorf("give --older-than (e.g. 24h); purge never deletes by state alone")
+			}
+			if batch <= 0 || batch > 100000 {
+				return fmt.Errorf("--batch %d: give 1 to 100000 rows per batch", batch)
+			}
+			if dryRun == yes {
+				return fmt.Errorf("give --dry-run to count, or --yes to delete")
+			}
+			silenceUsage(cmd)
+			return withCapability(a, cmd, "jobs purge", func(p queue.Purger) error {
+				out := cmd.OutOrStdout()
+				where := "all queues"
+				if queueName != "" {
+					where = "queue " + oneLine(queueName)
+				}
+				if dryRun {
+					n, err := p.CountPurgeable(cmd.Context(), f)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(out, "%d %s jobs of %s finished more than %v ago; nothing deleted (dry run)\n", n, st, where, olderThan)
+					return nil
+				}
+				total := 0
+				for {
+					n, err := p.Purge(cmd.Context(), f)
+					if err != nil {
+						return fmt.Errorf("purge (after %d removed): %w", total, err)
+					}
+					total += n
+					if n < batch {
+						break
+					}
+				}
+				verb := "deleted"
+				if archive {
+					verb = "archived"
+				}
+				fmt.Fprintf(out, "%s %d %s jobs of %s finished more than %v ago\n", verb, total, st, where, olderThan)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", "", "completed, failed or cancelled (required)")
+	cmd.Flags().DurationVar(&olderThan, "older-than", 0, "only jobs that finished more than this long ago (required), e.g. 24h")
+	cmd.Flags().StringVar(&queueName, "queue", "", "only this queue (default: all)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "count what would be deleted; delete nothing")
+	cmd.Flags().BoolVar(&yes, "yes", false, "delete (or archive) them")
+	cmd.Flags().BoolVar(&archive, "archive", false, "move them to tasq_jobs_archive instead of deleting them")
+	cmd.Flags().IntVar(&batch, "batch", 1000, "rows per delete statement")
+	_ = cmd.MarkFlagRequired("state")
+	return cmd
 }

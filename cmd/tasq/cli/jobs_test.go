@@ -325,3 +325,47 @@ func TestStatsShowsJobsNoWorkerServes(t *testing.T) {
 		t.Errorf("stats does not show the unserved SendEmail job:\n%s", r.out)
 	}
 }
+
+func TestJobsPurge(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	e := newEnv(t, ctx)
+	var ids []uuid.UUID
+	for range 3 {
+		ids = append(ids, e.dispatch(t, ctx, &demo.SendEmail{To: "x@example.com"}))
+	}
+	keep := e.dispatch(t, ctx, &demo.SendEmail{To: "new@example.com"})
+	pool := e.adapter.Pool()
+	if _, err := pool.Exec(ctx, `UPDATE tasq_jobs SET state = 'completed', finished_at = now() - interval '2 days' WHERE id = ANY($1)`, ids); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE tasq_jobs SET state = 'completed', finished_at = now() WHERE id = $1`, keep); err != nil {
+		t.Fatal(err)
+	}
+	purge := func(args ...string) result {
+		return run(ctx, cli.Options{}, append(append([]string{"jobs", "purge"}, args...), "--database-url", e.dsn)...)
+	}
+	for _, bad := range [][]string{
+		{"--state", "completed", "--dry-run"},                    // no age
+		{"--state", "running", "--older-than", "1h", "--yes"},    // not a finished state
+		{"--state", "completed", "--older-than", "1h"},           // neither --dry-run nor --yes
+		{"--state", "completed", "--older-than", "-1h", "--yes"}, // negative age
+		{"--state", "completed", "--older-than", "1h", "--queue", "a b", "--yes"},
+	} {
+		if r := purge(bad...); r.err == nil {
+			t.Errorf("purge %v succeeded; want an error", bad)
+		}
+	}
+	r := purge("--state", "completed", "--older-than", "24h", "--dry-run")
+	if r.err != nil || !strings.Contains(r.out, "3 completed jobs of all queues") || !strings.Contains(r.out, "nothing deleted") {
+		t.Fatalf("dry run: %v\n%s", r.err, r.out)
+	}
+	r = purge("--state", "completed", "--older-than", "24h", "--yes", "--batch", "2")
+	if r.err != nil || !strings.Contains(r.out, "deleted 3 completed jobs") {
+		t.Fatalf("purge: %v\n%s", r.err, r.out)
+	}
+	var left int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM tasq_jobs`).Scan(&left); err != nil || left != 1 {
+		t.Fatalf("%d jobs left (%v), want only the recent one", left, err)
+	}
+}

@@ -19,15 +19,16 @@ type schema struct {
 	up      func(ctx context.Context, dsn string) error
 	down    func(ctx context.Context, dsn string) error
 	version func(ctx context.Context, dsn string) (uint, bool, error)
+	latest  uint // the newest version this build ships for the dialect
 }
 
 // schemaFor returns the schema of a backend that has one (postgres, mysql).
 func schemaFor(driver string) (schema, bool) {
 	switch driver {
 	case driverPostgres:
-		return schema{up: migrations.Up, down: migrations.Down, version: migrations.Version}, true
+		return schema{up: migrations.Up, down: migrations.Down, version: migrations.Version, latest: migrations.Latest}, true
 	case driverMySQL:
-		return schema{up: migrations.UpMySQL, down: migrations.DownMySQL, version: migrations.VersionMySQL}, true
+		return schema{up: migrations.UpMySQL, down: migrations.DownMySQL, version: migrations.VersionMySQL, latest: migrations.LatestMySQL}, true
 	}
 	return schema{}, false
 }
@@ -185,7 +186,7 @@ func (a *app) migrateVersionCommand() *cobra.Command {
 			}
 			v, dirty, err := s.version(cmd.Context(), b.url)
 			if errors.Is(err, migrations.ErrNoVersion) {
-				fmt.Fprintf(out, "no migration applied yet (this build ships version %d); run `tasq migrate up`\n", migrations.Latest)
+				fmt.Fprintf(out, "no migration applied yet (this build ships version %d); run `tasq migrate up`\n", s.latest)
 				return nil
 			}
 			if err != nil {
@@ -195,8 +196,8 @@ func (a *app) migrateVersionCommand() *cobra.Command {
 			if dirty {
 				return fmt.Errorf("the schema is dirty: a migration to version %d failed halfway; fix the database by hand, then record the version in %s", v, migrations.MigrationsTable)
 			}
-			if v < migrations.Latest {
-				fmt.Fprintf(out, "this build ships version %d; run `tasq migrate up`\n", migrations.Latest)
+			if v < s.latest {
+				fmt.Fprintf(out, "this build ships version %d; run `tasq migrate up`\n", s.latest)
 			}
 			return nil
 		},

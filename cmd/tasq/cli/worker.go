@@ -35,6 +35,10 @@ type workerFlags struct {
 	shutdownGrace       time.Duration
 	pollInterval        time.Duration
 	lease               time.Duration
+	keepCompleted       time.Duration
+	keepCancelled       time.Duration
+	keepFailed          time.Duration
+	archive             bool
 }
 
 func (a *app) workerCommand() *cobra.Command {
@@ -83,6 +87,12 @@ builds its own binary that registers its tasks and mounts this command:
 		"how often to look for jobs without a wake-up (postgres LISTEN/NOTIFY, redis pub/sub)")
 	fl.DurationVar(&f.lease, "lease", 30*time.Second,
 		"how long a claimed job stays leased without a heartbeat; a crashed worker's jobs run again after this")
+	f.keepCompleted, f.keepCancelled, f.keepFailed = worker.DefaultKeepCompleted, worker.DefaultKeepCancelled, worker.DefaultKeepFailed
+	fl.Var((*retentionAge)(&f.keepCompleted), "keep-completed",
+		"retention: the maintenance leader deletes completed jobs this long after they finished; \"forever\" keeps them")
+	fl.Var((*retentionAge)(&f.keepCancelled), "keep-cancelled", "retention for cancelled jobs (or \"forever\")")
+	fl.Var((*retentionAge)(&f.keepFailed), "keep-failed", "retention for failed jobs, the dead letters (or \"forever\")")
+	fl.BoolVar(&f.archive, "archive", false, "retention moves expired jobs to tasq_jobs_archive instead of deleting them")
 	return cmd
 }
 
@@ -159,6 +169,22 @@ func (f *workerFlags) config(cmd *cobra.Command, reg *queue.Registry) (worker.Co
 	cfg.ShutdownGrace = f.shutdownGrace
 	cfg.PollInterval = f.pollInterval
 	cfg.LeaseDuration = f.lease
+	for _, d := range []struct {
+		flag string
+		v    *time.Duration
+		dst  *time.Duration
+	}{{"--keep-completed", &f.keepCompleted, &cfg.Retention.Completed}, {"--keep-cancelled", &f.keepCancelled, &cfg.Retention.Cancelled},
+		{"--keep-failed", &f.keepFailed, &cfg.Retention.Failed}} {
+		switch {
+		case *d.v == queue.KeepForever:
+			*d.dst = queue.KeepForever
+		case *d.v <= 0:
+			return cfg, fmt.Errorf("%s is %v; give a positive age such as 24h, or \"forever\"", d.flag, *d.v)
+		default:
+			*d.dst = *d.v
+		}
+	}
+	cfg.Retention.Archive = f.archive
 	return cfg, nil
 }
 
@@ -195,3 +221,28 @@ func (a *app) runWorker(cmd *cobra.Command, f *workerFlags) error {
 	}
 	return nil
 }
+
+// retentionAge is a --keep-* flag: a duration, or "forever".
+type retentionAge time.Duration
+
+func (r *retentionAge) String() string {
+	if time.Duration(*r) == queue.KeepForever {
+		return "forever"
+	}
+	return time.Duration(*r).String()
+}
+
+func (r *retentionAge) Set(s string) error {
+	if s == "forever" {
+		*r = retentionAge(queue.KeepForever)
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("give a duration such as 24h or 720h, or \"forever\"")
+	}
+	*r = retentionAge(d)
+	return nil
+}
+
+func (r *retentionAge) Type() string { return "age" }
