@@ -252,7 +252,7 @@ func TestMigrations(t *testing.T) {
 }
 
 // mysqlLatest is the newest migration in migrations/mysql.
-const mysqlLatest = 2
+const mysqlLatest = migrations.LatestMySQL
 
 func hasClaimToken(t *testing.T, dsn string) bool {
 	t.Helper()

@@ -155,7 +155,7 @@ func childMain(workerID string) int {
 		// The maintenance leader is killed too in the SIGKILL scenario: a
 		// short term keeps the rescue of its jobs within a few leases.
 		LeaderTTL: 3 * p.LeaseDuration,
-		Resolver: &recorder{pool: pool, worker: workerID},
+		Resolver:  &recorder{pool: pool, worker: workerID},
 	})
 	if err != nil {
 		return fail(err)
