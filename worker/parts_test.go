@@ -529,3 +529,29 @@ func TestRunRefusesAnEmptyRegistry(t *testing.T) {
 		t.Fatalf("Run with no task types = %v, want an error saying to register them", err)
 	}
 }
+
+// A shutdown while the backend refuses every outcome ends within a bound
+// (grace plus a lease), and says how many outcomes it gave up on.
+func TestShutdownEndsWhenTheBackendIsUnreachable(t *testing.T) {
+	t.Parallel()
+	src := newMemSource()
+	src.finishFail = 1 << 30
+	reg := queue.NewRegistry()
+	queue.MustRegister(reg, &okTask{})
+	id := src.add("okTask", okTask{}, 3)
+	w, stop := start(t, src, reg, Config{LeaseDuration: 200 * time.Millisecond, ShutdownGrace: 50 * time.Millisecond})
+	waitFor(t, "the outcome pending", func() bool { return w.Stats().Completed == 1 })
+	began := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("shutdown took %v with the backend unreachable", took)
+	}
+	if s := w.Stats(); s.Dropped != 1 {
+		t.Errorf("stats %+v: want the one outcome reported dropped", s)
+	}
+	if st := src.snapshot(id).state; st != queue.StateRunning {
+		t.Errorf("job is %s; with every Finish refused it stays running until its lease is rescued", st)
+	}
+}

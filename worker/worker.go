@@ -194,17 +194,21 @@ func (w *Worker) Run(ctx context.Context) error {
 		// unless it is cancelled meanwhile.
 		w.waitJobsOr(ctx)
 	}
+	// From here on a completer that cannot reach the backend gives up at a
+	// fixed time (a lease after the last job can have ended), so that an
+	// unreachable database cannot hold the shutdown for ever.
+	w.flushBy.Store(time.Now().Add(w.cfg.ShutdownGrace + w.cfg.LeaseDuration).UnixNano())
 	// Graceful shutdown: let running jobs finish, then cancel them.
 	if !w.waitJobs(w.cfg.ShutdownGrace) {
 		running, _ := w.execs.counts()
 		w.log.WarnContext(ctx, "shutdown grace period over; cancelling running jobs", "running", running, "grace", w.cfg.ShutdownGrace)
 		w.stopping.Store(true)
+		w.flushBy.Add(int64(handBackWait))
 		w.execs.cancelAll(errShutdown)
 		if !w.waitJobs(handBackWait) {
 			w.handBackAbandoned(ctx)
 		}
 	}
-	w.flushBy.Store(time.Now().Add(w.cfg.LeaseDuration).UnixNano())
 	w.outMu.Lock() // no send is in flight once this is held
 	w.outClosed = true
 	close(w.outcomes)
