@@ -359,10 +359,10 @@ func (a *Adapter) logSetup(ctx context.Context, switched bool, from pgx.QueryExe
 	switch {
 	case s.Wakeups == WakeupsPoll:
 		attrs = append(attrs, "wake_poll", s.WakePollInterval)
-		a.log.WarnContext(ctx, "tasq/postgres: behind a transaction pooler without a listen URL: poll-only mode, no LISTEN/NOTIFY; "+
-			"workers pick up jobs within wake_poll. Set "+ParamListenURL+" to a direct connection for instant wake-ups", attrs...)
+		a.log.WarnContext(ctx, "tasq/postgres: behind a transaction pooler without a listen URL: poll-only mode, no LISTEN; "+
+			"workers are woken within wake_poll. Set "+ParamListenURL+" to a direct connection for instant wake-ups", attrs...)
 	case s.Pooler == PoolerTransaction:
-		a.log.InfoContext(ctx, "tasq/postgres: behind a transaction pooler: statements without named prepared statements unless the pooler manages them, LISTEN on the listen URL", attrs...)
+		a.log.InfoContext(ctx, "tasq/postgres: behind a transaction pooler; LISTEN on the listen URL", attrs...)
 	case s.Pooler == PoolerSession:
 		a.log.InfoContext(ctx, "tasq/postgres: behind a session pooler", attrs...)
 	default:
