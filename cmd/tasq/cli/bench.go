@@ -84,6 +84,21 @@ type benchResult struct {
 	P99ms         float64 `json:"p99_ms,omitempty"`
 	Concurrency   int     `json:"concurrency,omitempty"`
 	RatePerSecond int     `json:"rate,omitempty"`
+
+	// used-table: which phase, how it compares with the empty table, the
+	// finished rows present or purged, and the table after the phase.
+	Phase        string      `json:"phase,omitempty"`
+	RatioToEmpty float64     `json:"ratio_to_empty,omitempty"`
+	FinishedRows int64       `json:"finished_rows,omitempty"`
+	PurgePerSec  float64     `json:"purge_rows_per_sec,omitempty"`
+	Table        *tableStats `json:"table,omitempty"`
+	// notify: single-job dispatches from Dispatchers goroutines, with the
+	// adapter's NOTIFY or without it (the baseline statement).
+	Dispatchers int    `json:"dispatchers,omitempty"`
+	Variant     string `json:"variant,omitempty"`
+	// used-table, notify: the bench's backends by what they were doing, as
+	// the average number of backends over pg_stat_activity samples.
+	Waits map[string]float64 `json:"waits,omitempty"`
 }
 
 type benchFlags struct {
@@ -96,6 +111,18 @@ type benchFlags struct {
 	batch       int
 	json        bool
 	cpuProfile  string
+
+	// used-table
+	finished      int
+	finishedBytes int
+	purgeBatch    int
+	checkpoint    bool
+	nChanged      bool // -n was given; used-table's default is usedTableJobs otherwise
+	// notify
+	notifyFor   time.Duration
+	dispatchers []int
+	// used-table and notify
+	waitSampleTick time.Duration
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -110,6 +137,22 @@ func (a *app) benchCommand() *cobra.Command {
   latency     dispatch one job at a time at --rate jobs/s for --latency-duration;
               dispatch-to-start latency p50/p95/p99 (LISTEN/NOTIFY at work)
 
+Opt-in workloads (not part of all; they take about a minute each):
+
+  used-table  burn-downs of -n jobs (default 200000 here) on a table that ages
+              as in production: (a) on an empty table; (b) after inserting
+              --finished completed rows (no vacuum but autovacuum's own);
+              (c) right after deleting those rows with the adapter's Purge in
+              batches, as retention does. Prints each rate, the ratios b/a and
+              c/a, the purge rate, and dead tuples, sizes and autovacuum
+              counts of tasq_jobs after each phase, with the work each
+              phase did (buffers, WAL, index entries read)
+  notify      single-job Dispatch from each of --dispatchers concurrent
+              goroutines for --notify-duration: jobs/s and p50/p99 dispatch
+              latency with the adapter's INSERT + pg_notify, and with a
+              baseline copy of that INSERT without pg_notify; plus where the
+              dispatching backends wait (pg_stat_activity samples)
+
 It prints progress every 2 s and a result line per workload (--json adds a
 machine-readable RESULT line). Without --database-url or TASQ_DATABASE_URL it
 starts a throwaway PostgreSQL with the default configuration. On a database of
@@ -117,16 +160,19 @@ yours it uses the queue tasq_bench and deletes only its own jobs; run it on a
 database of its own for clean numbers. bench runs on PostgreSQL only.`,
 		Example: `  tasq bench                                  # all three workloads
   tasq bench --mode burn-down -n 200000
-  tasq bench --mode continuous --duration 20s --json`,
+  tasq bench --mode continuous --duration 20s --json
+  tasq bench --mode used-table --finished 1000000
+  tasq bench --mode notify --dispatchers 1,8,32 --notify-duration 5s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			silenceUsage(cmd)
+			f.nChanged = cmd.Flags().Changed("jobs")
 			return a.runBench(cmd, &f)
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.mode, "mode", "all", "workload: burn-down, continuous, latency or all")
-	fl.IntVarP(&f.n, "jobs", "n", 100000, "burn-down: jobs to insert and work")
+	fl.StringVar(&f.mode, "mode", "all", "workload: burn-down, continuous, latency, all (those three), used-table or notify")
+	fl.IntVarP(&f.n, "jobs", "n", 100000, "burn-down: jobs to insert and work (used-table: default 200000)")
 	fl.DurationVar(&f.duration, "duration", 20*time.Second, "continuous: how long to run")
 	fl.DurationVar(&f.latencyFor, "latency-duration", 10*time.Second, "latency: how long to dispatch")
 	fl.IntVar(&f.rate, "rate", 500, "latency: jobs dispatched per second")
@@ -134,14 +180,21 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
 	fl.IntVar(&f.batch, "batch", 1000, "jobs per DispatchMany call when inserting")
 	fl.BoolVar(&f.json, "json", false, "also print a RESULT {json} line per workload")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the workloads to this file (go tool pprof)")
+	fl.IntVar(&f.finished, "finished", 1000000, "used-table: finished (completed) rows to insert before the second burn-down")
+	fl.IntVar(&f.finishedBytes, "finished-payload", 256, "used-table: payload size in bytes of each finished row")
+	fl.IntVar(&f.purgeBatch, "purge-batch", 1000, "used-table: rows per Purge call (retention uses 1000)")
+	fl.BoolVar(&f.checkpoint, "checkpoint", false, "used-table: run CHECKPOINT before each burn-down, so that none pays for writing back the phase before it (it removes no dead rows)")
+	fl.DurationVar(&f.notifyFor, "notify-duration", 5*time.Second, "notify: how long to dispatch at each concurrency, with and without NOTIFY")
+	fl.IntSliceVar(&f.dispatchers, "dispatchers", []int{1, 8, 32}, "notify: concurrent dispatching goroutines, one measurement each")
+	fl.DurationVar(&f.waitSampleTick, "wait-sample", 50*time.Millisecond, "used-table, notify: how often to sample pg_stat_activity wait events (0: never)")
 	return cmd
 }
 
 func (f *benchFlags) validate() error {
 	switch f.mode {
-	case "all", "burn-down", "continuous", "latency":
+	case "all", "burn-down", "continuous", "latency", "used-table", "notify":
 	default:
-		return fmt.Errorf("--mode %q: use burn-down, continuous, latency or all", f.mode)
+		return fmt.Errorf("--mode %q: use burn-down, continuous, latency, all, used-table or notify", f.mode)
 	}
 	switch {
 	case f.n <= 0:
@@ -154,6 +207,24 @@ func (f *benchFlags) validate() error {
 		return fmt.Errorf("--concurrency %d: must be positive", f.concurrency)
 	case f.batch <= 0 || f.batch > 100000:
 		return fmt.Errorf("--batch %d: use 1 to 100000", f.batch)
+	case f.finished <= 0:
+		return fmt.Errorf("--finished %d: the row count must be positive", f.finished)
+	case f.finishedBytes < 0 || f.finishedBytes > 1<<20:
+		return fmt.Errorf("--finished-payload %d: use 0 to 1048576 bytes", f.finishedBytes)
+	case f.purgeBatch <= 0 || f.purgeBatch > 100000:
+		return fmt.Errorf("--purge-batch %d: use 1 to 100000", f.purgeBatch)
+	case f.notifyFor <= 0:
+		return errors.New("--notify-duration must be positive")
+	case f.waitSampleTick < 0:
+		return errors.New("--wait-sample must not be negative")
+	}
+	if len(f.dispatchers) == 0 {
+		return errors.New("--dispatchers: give at least one count, e.g. 1,8,32")
+	}
+	for _, d := range f.dispatchers {
+		if d <= 0 || d > 1000 {
+			return fmt.Errorf("--dispatchers %d: use 1 to 1000 goroutines", d)
+		}
 	}
 	return nil
 }
@@ -216,16 +287,22 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 		var res benchResult
 		switch m {
 		case "burn-down":
-			res, err = b.burnDown(ctx)
+			res, err = b.burnDown(ctx, "burn-down")
 		case "continuous":
 			res, err = b.continuous(ctx)
 		case "latency":
 			res, err = b.latency(ctx)
+		case "used-table":
+			err = b.usedTable(ctx) // prints its own results
+		case "notify":
+			err = b.notify(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("bench %s: %w", m, err)
 		}
-		b.print(res)
+		if res.Mode != "" {
+			b.print(res)
+		}
 	}
 	return b.reset(ctx)
 }
@@ -236,6 +313,7 @@ type bench struct {
 	client    *queue.Client
 	out, errw io.Writer
 	con       *console
+	lastStats *tableStats // used-table's previous snapshot
 }
 
 // reset removes the benchmark's jobs; when the table holds nothing else it
@@ -336,20 +414,27 @@ func (b *bench) progress(mode string, w *worker.Worker, total int64, stop <-chan
 	}
 }
 
-func (b *bench) burnDown(ctx context.Context) (benchResult, error) {
+// burnDown inserts b.f.n jobs and works them all; label names the run in the
+// progress lines. It counts only jobs finished from its own start, so it can
+// run on a table that holds other finished jobs (used-table).
+func (b *bench) burnDown(ctx context.Context, label string) (benchResult, error) {
 	n := b.f.n
-	fmt.Fprintf(b.errw, "[tasq] burn-down: inserting %d jobs in batches of %d\n", n, b.f.batch)
+	var since time.Time // the database's clock: finished_at is set by it
+	if err := b.ad.Pool().QueryRow(ctx, `SELECT now()`).Scan(&since); err != nil {
+		return benchResult{}, err
+	}
+	fmt.Fprintf(b.errw, "[tasq] %s: inserting %d jobs in batches of %d\n", label, n, b.f.batch)
 	insertRate, err := b.insert(ctx, n)
 	if err != nil {
 		return benchResult{}, err
 	}
-	fmt.Fprintf(b.errw, "[tasq] burn-down: inserted at %.0f jobs/s; working them with concurrency %d\n", insertRate, b.f.concurrency)
+	fmt.Fprintf(b.errw, "[tasq] %s: inserted at %.0f jobs/s; working them with concurrency %d\n", label, insertRate, b.f.concurrency)
 	w, err := b.newWorker(n)
 	if err != nil {
 		return benchResult{}, err
 	}
 	stop := make(chan struct{})
-	go b.progress("burn-down", w, int64(n), stop)
+	go b.progress(label, w, int64(n), stop)
 	start := time.Now()
 	err = w.Run(ctx)
 	el := time.Since(start)
@@ -358,7 +443,8 @@ func (b *bench) burnDown(ctx context.Context) (benchResult, error) {
 		return benchResult{}, err
 	}
 	var completed int64
-	if err := b.ad.Pool().QueryRow(ctx, `SELECT count(*) FROM tasq_jobs WHERE queue = $1 AND state = 'completed'`, benchQueue).Scan(&completed); err != nil {
+	if err := b.ad.Pool().QueryRow(ctx, `SELECT count(*) FROM tasq_jobs WHERE queue = $1 AND state = 'completed' AND finished_at >= $2`,
+		benchQueue, since).Scan(&completed); err != nil {
 		return benchResult{}, err
 	}
 	if completed != int64(n) {
