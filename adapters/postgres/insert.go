@@ -14,9 +14,10 @@ import (
 )
 
 // insertSQL inserts a batch of jobs in one statement from parallel arrays and
-// notifies each queue that gained available jobs. Inside a transaction the
-// notifications are delivered only if it commits, together with the rows.
-// Times come from the database clock, never the client's.
+// returns the queues that gained available jobs, for the waker to notify
+// once the insert has committed. Times come from the database clock, never
+// the client's. (A caller's transaction uses insertTxSQL, which notifies in
+// the statement itself, so that the wake-up commits with the rows.)
 const insertSQL = `
 WITH ins AS (
     INSERT INTO tasq_jobs (id, kind, queue, state, priority, payload, max_retries, retry_delay_ms, timeout_ms, run_at)
@@ -28,8 +29,7 @@ WITH ins AS (
          AS u(id, kind, queue, priority, payload, max_retries, retry_delay_ms, timeout_ms, delay_ms)
     RETURNING queue, state
 )
-SELECT pg_notify('` + NotifyChannel + `', q.queue)
-FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q`
+SELECT DISTINCT queue FROM ins WHERE state = 'available'`
 
 func insertArgs(jobs []queue.NewJob) []any {
 	n := len(jobs)
@@ -67,8 +67,16 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 	if err := queue.CheckNewJobs(jobs); err != nil {
 		return err
 	}
-	if _, err := a.pool.Exec(ctx, insertSQL, insertArgs(jobs)...); err != nil {
+	rows, err := a.pool.Query(ctx, insertSQL, insertArgs(jobs)...)
+	if err != nil {
 		return wrapErr("insert jobs", err)
+	}
+	queues, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return wrapErr("insert jobs", err)
+	}
+	if len(queues) > 0 {
+		a.waker().wake(queues)
 	}
 	return nil
 }

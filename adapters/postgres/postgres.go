@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -63,6 +64,9 @@ type Adapter struct {
 	setup     Setup
 	listenCfg *pgx.ConnConfig // where Subscribe LISTENs; nil in poll-only mode
 	log       *slog.Logger
+
+	wakeOnce sync.Once
+	wk       *waker // coalesces wake-ups of plain dispatches; started on first use
 }
 
 // The capabilities the PostgreSQL adapter has: all of them.
@@ -247,6 +251,10 @@ func (a *Adapter) Pool() *pgxpool.Pool { return a.pool }
 
 // Close closes the pool if the adapter opened it.
 func (a *Adapter) Close() {
+	a.wakeOnce.Do(func() {}) // no waker starts after Close
+	if a.wk != nil {
+		a.wk.close()
+	}
 	if a.ownPool {
 		a.pool.Close()
 	}
