@@ -194,6 +194,10 @@ type ListFilter struct {
 	Kind  string
 	// Since keeps jobs dispatched at or after it.
 	Since time.Time
+	// After continues a listing page by page: when set, only jobs that come
+	// after this one in the listing's order (newest first, by ID) are
+	// returned. Pass the ID of the last job of the previous page.
+	After uuid.UUID
 	// Limit caps the rows returned (newest first); 0 means 100.
 	Limit int
 }
@@ -203,6 +207,11 @@ type QueueStat struct {
 	Queue string
 	State JobState
 	Count int64
+	// Estimated says that Count is an estimate, not an exact count: a
+	// backend may estimate what is costly to count, such as the finished
+	// jobs of a large table (postgres takes them from the table's
+	// statistics), and counts the rest exactly.
+	Estimated bool
 }
 
 // Inserter stores new jobs.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,6 +61,7 @@ string cannot drive your terminal; --json output decodes to the stored text.`,
 func (a *app) jobsListCommand() *cobra.Command {
 	var (
 		state, queueName, kind string
+		after                  string
 		since                  time.Duration
 		limit                  int
 		asJSON                 bool
@@ -67,8 +69,18 @@ func (a *app) jobsListCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List jobs, newest first",
+		Long: `list shows jobs newest first, --limit at a time. When a page is full, the
+command for the next one follows on stderr: the same filters and --after the
+last job shown (with --json, take the last job's id). Pages follow the job
+ID, which TasQ makes time-ordered, so on postgres page 1,000 of ten million
+jobs comes as fast as page 1.
+
+On postgres a filter most jobs pass (a common kind, a big queue) costs a few
+pages; one almost no job passes (a rare kind) may read every job before it
+finds --limit of them: add --since to bound how far back it looks.`,
 		Example: `  tasq jobs list --state failed
-  tasq jobs list --queue payments --since 1h --json`,
+  tasq jobs list --queue payments --since 1h --json
+  tasq jobs list --state failed --after 0190f5c2-5d6e-7c3a-9b1e-2f4d6a8c0e13`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			silenceUsage(cmd)
@@ -89,11 +101,21 @@ func (a *app) jobsListCommand() *cobra.Command {
 			if since > 0 {
 				f.Since = time.Now().Add(-since)
 			}
+			if after != "" {
+				id, err := uuid.Parse(after)
+				if err != nil {
+					return fmt.Errorf("--after %q is not a job ID: %w; give the ID of the last job of the previous page", after, err)
+				}
+				f.After = id
+			}
 			f.Queue, f.Kind, f.Limit = queueName, kind, limit
 			return withCapability(a, cmd, "jobs list", func(jr queue.JobReader) error {
 				jobs, err := jr.ListJobs(cmd.Context(), f)
 				if err != nil {
 					return fmt.Errorf("list jobs: %w", err)
+				}
+				if err := checkAfter(jr, f.After, jobs); err != nil {
+					return err
 				}
 				out := cmd.OutOrStdout()
 				if asJSON {
@@ -108,6 +130,10 @@ func (a *app) jobsListCommand() *cobra.Command {
 					return nil
 				}
 				writeJobTable(out, jobs)
+				if pageSize := cmp.Or(limit, 100); len(jobs) >= pageSize {
+					// On stderr: stdout stays the table, for grep and the like.
+					fmt.Fprintf(cmd.ErrOrStderr(), "next page: %s\n", nextPageCommand(cmd, jobs[len(jobs)-1].ID))
+				}
 				return nil
 			})
 		},
@@ -118,8 +144,53 @@ func (a *app) jobsListCommand() *cobra.Command {
 	fl.StringVar(&kind, "kind", "", "only jobs of this kind (task type), e.g. SendEmail")
 	fl.DurationVar(&since, "since", 0, "only jobs dispatched within this long, e.g. 1h")
 	fl.IntVar(&limit, "limit", 100, "show at most this many jobs")
+	fl.StringVar(&after, "after", "", "continue a listing after this job ID (the last of the previous page)")
 	fl.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	return cmd
+}
+
+// checkAfter makes sure that a backend asked for the jobs after a cursor
+// returned only jobs after it: one that does not know ListFilter.After would
+// return the first page again, and a script following the next-page command
+// would never end.
+func checkAfter(jr queue.JobReader, after uuid.UUID, jobs []*queue.JobInfo) error {
+	if after == uuid.Nil {
+		return nil
+	}
+	for _, j := range jobs {
+		if bytes.Compare(j.ID[:], after[:]) >= 0 {
+			name := "this"
+			if ad, ok := jr.(queue.Adapter); ok {
+				name = "the " + ad.Name()
+			}
+			return fmt.Errorf("--after: %s backend does not page by job ID (it listed job %s, which is not after %s); list fewer jobs with --since, --state, --queue or --kind instead", name, j.ID, after)
+		}
+	}
+	return nil
+}
+
+// nextPageCommand returns the jobs list command line that shows the page
+// after last: the filters given, --after last. Flags that select the
+// database (--database-url, --driver) are left out: they may hold a password.
+func nextPageCommand(cmd *cobra.Command, last uuid.UUID) string {
+	parts := []string{"tasq jobs list"}
+	for _, name := range []string{"state", "queue", "kind", "since", "limit"} {
+		if fl := cmd.Flags().Lookup(name); fl != nil && fl.Changed {
+			parts = append(parts, "--"+name+" "+shellWord(fl.Value.String()))
+		}
+	}
+	return strings.Join(append(parts, "--after "+last.String()), " ")
+}
+
+// shellWord quotes s for a POSIX shell when it needs it, and escapes what a
+// terminal could obey (oneLine): a queue or kind name may hold anything.
+func shellWord(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@+=,", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(oneLine(s), "'", `'\''`) + "'"
 }
 
 func statesList() string {

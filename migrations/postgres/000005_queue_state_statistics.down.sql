@@ -1,0 +1,1 @@
+DROP STATISTICS IF EXISTS tasq_jobs_queue_state;
