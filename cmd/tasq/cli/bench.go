@@ -123,6 +123,10 @@ type benchFlags struct {
 	dispatchers []int
 	// used-table and notify
 	waitSampleTick time.Duration
+	// soak
+	soakJobs   int
+	soakKeep   time.Duration
+	soakSample time.Duration
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -152,6 +156,13 @@ Opt-in workloads (not part of all; they take about a minute each):
               latency with the adapter's INSERT + pg_notify, and with a
               baseline copy of that INSERT without pg_notify; plus where the
               dispatching backends wait (pg_stat_activity samples)
+  soak        dispatch and work --soak-jobs jobs (default 2,000,000; several
+              minutes) with a backlog kept, retention on and short (completed
+              jobs kept --soak-keep, retention every 1s). Every --soak-sample
+              a line: jobs done, the rate, tasq_jobs's live and dead tuples,
+              table and index sizes, autovacuum count, rows purged; at the
+              end the sizes in the second half of the run against the first
+              (bounded: they stop growing) and, always, a RESULT line
 
 It prints progress every 2 s and a result line per workload (--json adds a
 machine-readable RESULT line). Without --database-url or TASQ_DATABASE_URL it
@@ -162,7 +173,8 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
   tasq bench --mode burn-down -n 200000
   tasq bench --mode continuous --duration 20s --json
   tasq bench --mode used-table --finished 1000000
-  tasq bench --mode notify --dispatchers 1,8,32 --notify-duration 5s`,
+  tasq bench --mode notify --dispatchers 1,8,32 --notify-duration 5s
+  tasq bench --mode soak --soak-jobs 1000000 --soak-keep 10s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			silenceUsage(cmd)
@@ -171,7 +183,7 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.mode, "mode", "all", "workload: burn-down, continuous, latency, all (those three), used-table or notify")
+	fl.StringVar(&f.mode, "mode", "all", "workload: burn-down, continuous, latency, all (those three), used-table, notify or soak")
 	fl.IntVarP(&f.n, "jobs", "n", 100000, "burn-down: jobs to insert and work (used-table: default 200000)")
 	fl.DurationVar(&f.duration, "duration", 20*time.Second, "continuous: how long to run")
 	fl.DurationVar(&f.latencyFor, "latency-duration", 10*time.Second, "latency: how long to dispatch")
@@ -187,14 +199,17 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
 	fl.DurationVar(&f.notifyFor, "notify-duration", 5*time.Second, "notify: how long to dispatch at each concurrency, with and without NOTIFY")
 	fl.IntSliceVar(&f.dispatchers, "dispatchers", []int{1, 8, 32}, "notify: concurrent dispatching goroutines, one measurement each")
 	fl.DurationVar(&f.waitSampleTick, "wait-sample", 50*time.Millisecond, "used-table, notify: how often to sample pg_stat_activity wait events (0: never)")
+	fl.IntVar(&f.soakJobs, "soak-jobs", 2000000, "soak: jobs to dispatch and work")
+	fl.DurationVar(&f.soakKeep, "soak-keep", 10*time.Second, "soak: how long retention keeps completed jobs")
+	fl.DurationVar(&f.soakSample, "soak-sample", 10*time.Second, "soak: how often to print a sample line")
 	return cmd
 }
 
 func (f *benchFlags) validate() error {
 	switch f.mode {
-	case "all", "burn-down", "continuous", "latency", "used-table", "notify":
+	case "all", "burn-down", "continuous", "latency", "used-table", "notify", "soak":
 	default:
-		return fmt.Errorf("--mode %q: use burn-down, continuous, latency, all, used-table or notify", f.mode)
+		return fmt.Errorf("--mode %q: use burn-down, continuous, latency, all, used-table, notify or soak", f.mode)
 	}
 	switch {
 	case f.n <= 0:
@@ -217,6 +232,10 @@ func (f *benchFlags) validate() error {
 		return errors.New("--notify-duration must be positive")
 	case f.waitSampleTick < 0:
 		return errors.New("--wait-sample must not be negative")
+	case f.soakJobs <= 0:
+		return fmt.Errorf("--soak-jobs %d: the job count must be positive", f.soakJobs)
+	case f.soakKeep <= 0 || f.soakSample <= 0:
+		return errors.New("--soak-keep and --soak-sample must be positive")
 	}
 	if len(f.dispatchers) == 0 {
 		return errors.New("--dispatchers: give at least one count, e.g. 1,8,32")
@@ -296,6 +315,8 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 			err = b.usedTable(ctx) // prints its own results
 		case "notify":
 			err = b.notify(ctx)
+		case "soak":
+			err = b.soak(ctx) // prints its own results
 		}
 		if err != nil {
 			return fmt.Errorf("bench %s: %w", m, err)
