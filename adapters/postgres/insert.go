@@ -13,20 +13,25 @@ import (
 	"github.com/tasqhq/tasq/queue"
 )
 
-// insertSQL inserts a batch of jobs in one statement from parallel arrays and
-// returns the queues that gained available jobs, for the waker to notify
-// once the insert has committed. Times come from the database clock, never
-// the client's. (A caller's transaction uses insertTxSQL, which notifies in
-// the statement itself, so that the wake-up commits with the rows.)
-const insertSQL = `
-WITH ins AS (
+// insertJobsSQL is the INSERT both dispatch statements share: a batch of
+// jobs from parallel arrays ($1..$9), scheduled when delayed, with times from
+// the database clock, never the client's.
+const insertJobsSQL = `
     INSERT INTO tasq_jobs (id, kind, queue, state, priority, payload, max_retries, retry_delay_ms, timeout_ms, run_at)
     SELECT u.id, u.kind, u.queue,
            CASE WHEN u.delay_ms > 0 THEN 'scheduled' ELSE 'available' END::tasq_job_state,
            u.priority, u.payload::jsonb, u.max_retries, u.retry_delay_ms, u.timeout_ms,
            now() + u.delay_ms * interval '1 millisecond'
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::int[], $7::bigint[], $8::bigint[], $9::bigint[])
-         AS u(id, kind, queue, priority, payload, max_retries, retry_delay_ms, timeout_ms, delay_ms)
+         AS u(id, kind, queue, priority, payload, max_retries, retry_delay_ms, timeout_ms, delay_ms)`
+
+// insertSQL inserts a batch of jobs in one statement from parallel arrays and
+// returns the queues that gained available jobs, for the waker to notify
+// once the insert has committed. Times come from the database clock, never
+// the client's. (A caller's transaction uses insertTxSQL, which notifies in
+// the statement itself, so that the wake-up commits with the rows.)
+const insertSQL = `
+WITH ins AS (` + insertJobsSQL + `
     RETURNING queue, state
 )
 SELECT DISTINCT queue FROM ins WHERE state = 'available'`
@@ -75,7 +80,7 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 	if err != nil {
 		return wrapErr("insert jobs", err)
 	}
-	if len(queues) > 0 {
+	if len(queues) > 0 && !a.noWake {
 		a.waker().wake(queues)
 	}
 	return nil
@@ -88,14 +93,7 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 // jobs where this adapter's workers never look. It returns how many rows it
 // inserted.
 const insertTxSQL = `
-WITH ins AS (
-    INSERT INTO tasq_jobs (id, kind, queue, state, priority, payload, max_retries, retry_delay_ms, timeout_ms, run_at)
-    SELECT u.id, u.kind, u.queue,
-           CASE WHEN u.delay_ms > 0 THEN 'scheduled' ELSE 'available' END::tasq_job_state,
-           u.priority, u.payload::jsonb, u.max_retries, u.retry_delay_ms, u.timeout_ms,
-           now() + u.delay_ms * interval '1 millisecond'
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::int[], $7::bigint[], $8::bigint[], $9::bigint[])
-         AS u(id, kind, queue, priority, payload, max_retries, retry_delay_ms, timeout_ms, delay_ms)
+WITH ins AS (` + insertJobsSQL + `
     WHERE EXISTS (SELECT 1 FROM tasq_instance WHERE id = $10) AND current_database() = $11
     RETURNING queue, state
 ), woken AS (

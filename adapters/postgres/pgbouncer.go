@@ -98,6 +98,7 @@ type options struct {
 	listenURL string
 	wakePoll  time.Duration
 	log       *slog.Logger
+	noWake    bool
 }
 
 // WithPooler says what sits between the adapter and PostgreSQL (see Pooler).
@@ -113,6 +114,12 @@ func WithListenURL(url string) Option { return func(o *options) { o.listenURL = 
 // WithWakePollInterval sets how often poll-only mode looks for available
 // jobs (DefaultWakePollInterval when not set).
 func WithWakePollInterval(d time.Duration) Option { return func(o *options) { o.wakePoll = d } }
+
+// WithoutWakeUps makes plain dispatches (Insert) send no wake-up: workers
+// then find new jobs at their next poll. It is for setups whose workers only
+// poll, and for measuring what the wake-ups cost (tasq bench --mode notify).
+// Transactional dispatch (InsertTx) still notifies with its commit.
+func WithoutWakeUps() Option { return func(o *options) { o.noWake = true } }
 
 // WithLogger sets the logger for what the adapter reports by itself: the
 // connection setup at start and failures of poll-only mode's poll. The

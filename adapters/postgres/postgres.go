@@ -65,6 +65,7 @@ type Adapter struct {
 	listenCfg *pgx.ConnConfig // where Subscribe LISTENs; nil in poll-only mode
 	log       *slog.Logger
 
+	noWake   bool // WithoutWakeUps
 	wakeOnce sync.Once
 	wk       *waker // coalesces wake-ups of plain dispatches; started on first use
 }
@@ -196,7 +197,7 @@ func open(ctx context.Context, pool *pgxpool.Pool, o *options, reopen func(pgx.Q
 	if !instance {
 		return nil, fmt.Errorf("%w (database %q has an older TasQ schema: migration 2 adds claim tokens)", queue.ErrNotMigrated, pool.Config().ConnConfig.Database)
 	}
-	a = &Adapter{pool: pool, log: o.log}
+	a = &Adapter{pool: pool, log: o.log, noWake: o.noWake}
 	var id pgtype.UUID
 	if err := pool.QueryRow(ctx, `SELECT id, current_database() FROM tasq_instance`).Scan(&id, &a.database); err != nil {
 		return nil, wrapErr("read tasq_instance", err)

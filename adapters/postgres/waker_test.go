@@ -63,3 +63,38 @@ func TestWakeUpsAreCoalesced(t *testing.T) {
 	}
 	t.Logf("%d dispatches from %d goroutines woke workers with %d notifications", goroutines*each+1, goroutines, got)
 }
+
+// WithoutWakeUps: plain dispatches send no wake-up.
+func TestWithoutWakeUpsSendsNone(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, dsn := newAdapter(t)
+	quiet, err := postgres.NewFromPool(ctx, a.Pool(), postgres.WithoutWakeUps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer quiet.Close()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+postgres.NotifyChannel); err != nil {
+		t.Fatal(err)
+	}
+	if err := quiet.Insert(ctx, []queue.NewJob{job("silent")}); err != nil {
+		t.Fatal(err)
+	}
+	quiet.Close() // sends whatever it had pending, which must be nothing
+	if err := a.Insert(ctx, []queue.NewJob{job("marker")}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := conn.WaitForNotification(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Payload != "marker" {
+		t.Fatalf("first notification is for %q; the quiet adapter sent a wake-up", n.Payload)
+	}
+}

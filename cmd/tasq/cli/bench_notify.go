@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tasqhq/tasq/adapters/postgres"
@@ -21,78 +20,9 @@ import (
 // dispatching connections, so that the wait sampler finds them.
 const benchDispatchApp = "tasq_bench_dispatch"
 
-// insertNoNotifySQL is the BASELINE of the notify workload, not a TasQ code
-// path: a copy of the postgres adapter's insert statement (insertSQL in
-// adapters/postgres/insert.go) with pg_notify(channel, q.queue) replaced by
-// q.queue. Everything else — the CTE, the unnest of parallel arrays, the
-// DISTINCT over the queues that gained available jobs — is the same, so the
-// two differ by the notification alone. Keep it in step with insertSQL.
-const insertNoNotifySQL = `
-WITH ins AS (
-    INSERT INTO tasq_jobs (id, kind, queue, state, priority, payload, max_retries, retry_delay_ms, timeout_ms, run_at)
-    SELECT u.id, u.kind, u.queue,
-           CASE WHEN u.delay_ms > 0 THEN 'scheduled' ELSE 'available' END::tasq_job_state,
-           u.priority, u.payload::jsonb, u.max_retries, u.retry_delay_ms, u.timeout_ms,
-           now() + u.delay_ms * interval '1 millisecond'
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::int[], $7::bigint[], $8::bigint[], $9::bigint[])
-         AS u(id, kind, queue, priority, payload, max_retries, retry_delay_ms, timeout_ms, delay_ms)
-    RETURNING queue, state
-)
-SELECT q.queue
-FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q`
-
-// noNotifyAdapter is the postgres adapter with Insert replaced by the
-// baseline statement, so that the baseline goes through the same
-// queue.Client.Dispatch, the same pool and the same connections as the
-// adapter's own insert.
-type noNotifyAdapter struct{ *postgres.Adapter }
-
-func (a noNotifyAdapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
-	if err := queue.CheckNewJobs(jobs); err != nil {
-		return err
-	}
-	if _, err := a.Pool().Exec(ctx, insertNoNotifySQL, benchInsertArgs(jobs)...); err != nil {
-		return fmt.Errorf("baseline insert without NOTIFY: %w", err)
-	}
-	return nil
-}
-
-// benchInsertArgs is a copy of the adapter's insertArgs (unexported there).
-func benchInsertArgs(jobs []queue.NewJob) []any {
-	n := len(jobs)
-	ids := make([]pgtype.UUID, n)
-	kinds := make([]string, n)
-	queues := make([]string, n)
-	prios := make([]int16, n)
-	payloads := make([]string, n)
-	retries := make([]int32, n)
-	retryMS := make([]int64, n)
-	timeoutMS := make([]int64, n)
-	delayMS := make([]int64, n)
-	ceil := func(d time.Duration) int64 {
-		ms := d.Milliseconds()
-		if time.Duration(ms)*time.Millisecond < d {
-			ms++
-		}
-		return ms
-	}
-	for i := range jobs {
-		j := &jobs[i]
-		ids[i] = pgtype.UUID{Bytes: j.ID, Valid: true}
-		kinds[i] = j.Kind
-		queues[i] = j.Queue
-		prios[i] = j.Priority
-		payloads[i] = string(j.Payload)
-		retries[i] = int32(j.MaxRetries)
-		retryMS[i] = ceil(j.RetryDelay)
-		timeoutMS[i] = ceil(j.Timeout)
-		delayMS[i] = j.Delay.Milliseconds()
-		if j.Delay > 0 && delayMS[i] == 0 {
-			delayMS[i] = 1
-		}
-	}
-	return []any{ids, kinds, queues, prios, payloads, retries, retryMS, timeoutMS, delayMS}
-}
+// The BASELINE of the notify workload is the same adapter opened with
+// postgres.WithoutWakeUps: the same statement, pool, connections and
+// Dispatch path, with no wake-up sent — so the two differ by the wake-up alone.
 
 // notifyWaitsSQL classifies the dispatching connections ($1 is their
 // application_name): what each active one waits on ("running": nothing, on
@@ -149,7 +79,7 @@ func (b *bench) notify(ctx context.Context) error {
 		return err
 	}
 	for k, c := range b.f.dispatchers {
-		ad, pool, err := b.dispatchAdapter(ctx, c)
+		ad, quiet, pool, err := b.dispatchAdapter(ctx, c)
 		if err != nil {
 			return err
 		}
@@ -161,7 +91,7 @@ func (b *bench) notify(ctx context.Context) error {
 		// The order alternates from one concurrency to the next, so that a
 		// drift (WAL segments being made, checkpoints) does not always
 		// favour the same variant.
-		order := []variant{{"without-notify", noNotifyAdapter{ad}, 0}, {"notify", ad, 1}}
+		order := []variant{{"without-notify", quiet, 0}, {"notify", ad, 1}}
 		if k%2 == 1 {
 			slices.Reverse(order)
 		}
@@ -169,6 +99,7 @@ func (b *bench) notify(ctx context.Context) error {
 		for _, v := range order {
 			if err := b.reset(ctx); err != nil {
 				ad.Close()
+				quiet.Close()
 				pool.Close()
 				return err
 			}
@@ -176,6 +107,7 @@ func (b *bench) notify(ctx context.Context) error {
 			res, err := b.dispatchLoad(ctx, v.a, c)
 			if err != nil {
 				ad.Close()
+				quiet.Close()
 				pool.Close()
 				return fmt.Errorf("%s, %d dispatchers: %w", v.name, c, err)
 			}
@@ -186,6 +118,7 @@ func (b *bench) notify(ctx context.Context) error {
 			b.printNotify(res, notifications.Load()-before)
 		}
 		ad.Close()
+		quiet.Close()
 		pool.Close()
 		fmt.Fprintf(b.out, "tasq notify: %2d dispatchers: with NOTIFY %.0f jobs/s = %.2fx the baseline's %.0f; p50 %.2f vs %.2f ms, p99 %.2f vs %.2f ms\n",
 			c, results[1].JobsPerSec, results[1].JobsPerSec/results[0].JobsPerSec, results[0].JobsPerSec,
@@ -195,17 +128,18 @@ func (b *bench) notify(ctx context.Context) error {
 }
 
 func (b *bench) notifyWarmUp(ctx context.Context, c int) error {
-	ad, pool, err := b.dispatchAdapter(ctx, c)
+	ad, quiet, pool, err := b.dispatchAdapter(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 	defer ad.Close()
+	defer quiet.Close()
 	saved := b.f.notifyFor
 	defer func() { b.f.notifyFor = saved }()
 	b.f.notifyFor = 500 * time.Millisecond
 	fmt.Fprintf(b.errw, "[tasq] notify: warming up with %d dispatchers\n", c)
-	for _, a := range []queue.Adapter{noNotifyAdapter{ad}, ad} {
+	for _, a := range []queue.Adapter{quiet, ad} {
 		if _, err := b.dispatchLoad(ctx, a, c); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
@@ -217,18 +151,25 @@ func (b *bench) notifyWarmUp(ctx context.Context, c int) error {
 // connections, all open, named benchDispatchApp. The bench's own pool has
 // pgxpool's default size (4 on 2 cores), which would cap 8 or 32
 // dispatchers at 4 statements in flight.
-func (b *bench) dispatchAdapter(ctx context.Context, c int) (*postgres.Adapter, *pgxpool.Pool, error) {
+// quiet is the same pool's adapter with postgres.WithoutWakeUps, the baseline.
+func (b *bench) dispatchAdapter(ctx context.Context, c int) (ad, quiet *postgres.Adapter, pool *pgxpool.Pool, err error) {
 	cfg := b.ad.Pool().Config()
 	cfg.MaxConns, cfg.MinConns = int32(c), int32(c)
 	cfg.ConnConfig.RuntimeParams["application_name"] = benchDispatchApp
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err = pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open a pool of %d connections: %w", c, err)
+		return nil, nil, nil, fmt.Errorf("open a pool of %d connections: %w", c, err)
 	}
-	ad, err := postgres.NewFromPool(ctx, pool, postgres.WithLogger(slog.New(slog.NewTextHandler(b.errw, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	logger := postgres.WithLogger(slog.New(slog.NewTextHandler(b.errw, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if ad, err = postgres.NewFromPool(ctx, pool, logger); err == nil {
+		quiet, err = postgres.NewFromPool(ctx, pool, logger, postgres.WithoutWakeUps())
+	}
 	if err != nil {
+		if ad != nil {
+			ad.Close()
+		}
 		pool.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// Open every connection now rather than during the measurement.
 	conns := make([]*pgxpool.Conn, 0, c)
@@ -239,15 +180,16 @@ func (b *bench) dispatchAdapter(ctx context.Context, c int) (*postgres.Adapter, 
 				held.Release()
 			}
 			ad.Close()
+			quiet.Close()
 			pool.Close()
-			return nil, nil, fmt.Errorf("open %d connections: %w", c, err)
+			return nil, nil, nil, fmt.Errorf("open %d connections: %w", c, err)
 		}
 		conns = append(conns, conn)
 	}
 	for _, conn := range conns {
 		conn.Release()
 	}
-	return ad, pool, nil
+	return ad, quiet, pool, nil
 }
 
 // dispatchLoad runs c goroutines that Dispatch one job at a time through a
@@ -304,9 +246,9 @@ func (b *bench) dispatchLoad(ctx context.Context, a queue.Adapter, c int) (bench
 }
 
 func (b *bench) printNotify(r benchResult, heard int64) {
-	what := "with NOTIFY (the adapter's insert)      "
+	what := "with wake-ups (the adapter as shipped)   "
 	if r.Variant != "notify" {
-		what = "without NOTIFY (baseline copy, no notify)"
+		what = "without wake-ups (WithoutWakeUps)       "
 	}
 	fmt.Fprintf(b.out, "tasq notify: %2d dispatchers, %s: %6.0f jobs/s, p50 %.2f ms, p99 %.2f ms (%d dispatches; listener heard %d notifications)\n",
 		r.Dispatchers, what, r.JobsPerSec, r.P50ms, r.P99ms, r.Jobs, heard)
