@@ -138,7 +138,7 @@ func TestClusterRequiresPassword(t *testing.T) {
 	if s.runAs != nil {
 		wantOwner = s.runAs.uid
 	}
-	if owner, _ := fileOwner(fi); owner != wantOwner {
+	if owner := int(fi.Sys().(*syscall.Stat_t).Uid); owner != wantOwner {
 		t.Errorf("cluster dir owned by uid %d, want %d", owner, wantOwner)
 	}
 	if got := queryString(t, ctx, s.DSN(), "SHOW unix_socket_permissions"); got != "0700" {

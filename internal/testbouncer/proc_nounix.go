@@ -4,7 +4,6 @@ package testbouncer
 
 import (
 	"errors"
-	"io/fs"
 	"syscall"
 )
 
@@ -19,7 +18,3 @@ func currentRunAs() (*runAs, error) {
 }
 
 func sysProcAttr(*runAs, syscall.Signal) *syscall.SysProcAttr { return nil }
-
-func processAlive(int) bool { return true }
-
-func fileOwner(fs.FileInfo) (int, bool) { return 0, false }

@@ -3,9 +3,7 @@
 package testbouncer
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/user"
 	"strconv"
@@ -52,19 +50,4 @@ func (ra *runAs) credential() *syscall.Credential {
 		return nil
 	}
 	return &syscall.Credential{Uid: uint32(ra.uid), Gid: uint32(ra.gid)}
-}
-
-// processAlive reports whether a process with this pid exists.
-func processAlive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// fileOwner returns the uid that owns the file fi describes.
-func fileOwner(fi fs.FileInfo) (uid int, ok bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, false
-	}
-	return int(st.Uid), true
 }

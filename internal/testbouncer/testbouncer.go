@@ -25,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -42,6 +41,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tasqhq/tasq/internal/freeport"
+	"github.com/tasqhq/tasq/internal/staledir"
 )
 
 // PoolMode is PgBouncer's pool_mode: when a server connection goes back to
@@ -514,49 +514,15 @@ const (
 
 // removeStale removes the directories of bouncers whose test binary died
 // without stopping them (on Linux the bouncer died with it). A directory is
-// removed only when checkPrivateDir accepts it, so another user's directory,
-// or a symlink to anything, is left alone.
+// removed only when staledir accepts it (owned by the current user or by ra's
+// user), so another user's directory, or a symlink to anything, is left
+// alone.
 func removeStale(ra *runAs) {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
-	for _, d := range dirs {
-		if checkPrivateDir(d, ra) != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(d, ownerFile))
-		if err != nil {
-			continue
-		}
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 && pid != os.Getpid() && !processAlive(pid) {
-			_ = os.RemoveAll(d)
-		}
+	c := staledir.Config{Prefix: dirPrefix, OwnerFile: ownerFile}
+	if ra != nil {
+		c.Owners = []int{ra.uid}
 	}
-}
-
-// checkPrivateDir returns an error unless path is a directory, not a
-// symlink, owned by the current user or by ra's user, and not writable by
-// group or others: one that nobody else can have made or filled.
-func checkPrivateDir(path string, ra *runAs) error {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return err
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return fmt.Errorf("%s is a symlink", path)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", path)
-	}
-	uid, ok := fileOwner(fi)
-	if !ok {
-		return fmt.Errorf("cannot tell who owns %s", path)
-	}
-	if uid != os.Geteuid() && (ra == nil || uid != ra.uid) {
-		return fmt.Errorf("%s is owned by uid %d", path, uid)
-	}
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("%s is writable by group or others (mode %v)", path, perm)
-	}
-	return nil
+	staledir.Reap(c)
 }
 
 // logTail returns the last lines of a log file, for error messages.

@@ -7,7 +7,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/tasqhq/tasq/internal/freeport"
+	"github.com/tasqhq/tasq/internal/staledir"
 )
 
 // errNotInstalled means no MariaDB server binaries were found.
@@ -284,99 +284,27 @@ func (s *localServer) logTail() string {
 
 // reapStale stops servers and removes directories left behind by test
 // processes that died without stopping them. Before it kills or removes
-// anything it makes sure the directory is one this package could have made
-// and the process is that directory's server (see inspectStale); anything else
-// is left alone and logged.
+// anything it makes sure (see staledir) that the directory is one this package
+// could have made, owned by the current user (the server runs as that user,
+// root included), and that the process dir/mysqld.pid names is a mariadbd
+// whose working directory is that very dir/data (mariadbd changes into its
+// data directory); anything else is left alone and logged.
 func reapStale(logf func(string, ...any)) {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
-	for _, dir := range dirs {
-		owner, server, err := inspectStale(dir)
-		if errors.Is(err, errNotStale) {
-			continue
-		}
-		if err != nil {
-			logf("testmysql: leaving %s alone: %v", dir, err)
-			continue
-		}
-		if server != nil {
-			logf("testmysql: killing mariadbd %d left behind in %s by process %d", server.Pid, dir, owner)
-			err := killAndWait(server, 10*time.Second)
-			_ = server.Release()
-			if err != nil {
-				logf("testmysql: leaving %s: %v", dir, err)
-				continue
+	staledir.Reap(staledir.Config{
+		Prefix:    dirPrefix,
+		OwnerFile: ownerFile,
+		Exes:      []string{"mariadbd", "mysqld"},
+		Logf:      func(format string, args ...any) { logf("testmysql: "+format, args...) },
+		Stop: func(l staledir.Leftover) error {
+			server, err := l.Server("mysqld.pid", "data")
+			if err != nil || server == nil {
+				return err
 			}
-		}
-		logf("testmysql: removing %s left behind by process %d", dir, owner)
-		if err := os.RemoveAll(dir); err != nil {
-			logf("testmysql: remove %s: %v", dir, err)
-		}
-	}
-}
-
-// errNotStale says that a directory is not one left behind: it has no owner
-// file (not ours, or still being created) or its owner lives.
-var errNotStale = errors.New("not left behind")
-
-// inspectStale decides whether dir is a server directory left behind, whose
-// owner (the pid in owner.pid) is dead, and returns that owner and the server
-// process still running in it, if any. It returns an error wrapping
-// errNotStale for a directory that is not left behind, and another error,
-// saying why, for one that must be left alone because it is not certain to be
-// this package's:
-//
-//   - dir and dir/data must be real directories (not symlinks), owned by the
-//     current user (the server runs as that user, root included) and writable
-//     by nobody else, so that nobody else can have put or changed what is in
-//     them;
-//   - the process that dir/mysqld.pid names is returned only when it is a
-//     mariadbd whose working directory is that very dir/data (mariadbd changes
-//     into its data directory), so an unrelated or reused pid, or another
-//     directory's server, is never killed.
-//
-// The process is found by pid before it is checked; on Linux it is then held
-// by a pidfd, so a kill reaches that process or none, even if it exits and its
-// pid is reused meanwhile.
-func inspectStale(dir string) (owner int, server *os.Process, err error) {
-	if err := checkPrivateDir(dir); err != nil {
-		return 0, nil, err
-	}
-	owner, err = readPIDFile(filepath.Join(dir, ownerFile))
-	if err != nil {
-		return 0, nil, fmt.Errorf("%w: %w", errNotStale, err)
-	}
-	if processAlive(owner) {
-		return 0, nil, fmt.Errorf("%w: its owner, process %d, is alive", errNotStale, owner)
-	}
-	pid, err := readPIDFile(filepath.Join(dir, "mysqld.pid"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return owner, nil, nil // never started, or stopped
-	}
-	if err != nil {
-		return 0, nil, err
-	}
-	p, err := os.FindProcess(pid)
-	if err != nil {
-		return 0, nil, fmt.Errorf("find process %d: %w", pid, err)
-	}
-	if err := p.Signal(syscall.Signal(0)); errors.Is(err, os.ErrProcessDone) {
-		return owner, nil, nil // the server is gone; its pid file is stale
-	}
-	dataDir := filepath.Join(dir, "data")
-	err = checkPrivateDir(dataDir)
-	if err == nil {
-		// dir and dataDir are no symlinks, so this resolves only
-		// os.TempDir()'s path, the way the kernel reports a working directory.
-		var real string
-		if real, err = filepath.EvalSymlinks(dataDir); err == nil {
-			err = verifyServer(pid, real)
-		}
-	}
-	if err != nil {
-		_ = p.Release()
-		return 0, nil, fmt.Errorf("its mysqld.pid names process %d, which is not its server: %w", pid, err)
-	}
-	return owner, p, nil
+			defer server.Release()
+			logf("testmysql: killing mariadbd %d left behind in %s by process %d", server.Pid, l.Dir, l.Owner)
+			return killAndWait(server, 10*time.Second)
+		},
+	})
 }
 
 // killAndWait sends SIGKILL to p and waits up to timeout for it to be gone.
@@ -395,53 +323,6 @@ func killAndWait(p *os.Process, timeout time.Duration) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
-}
-
-// checkPrivateDir returns an error unless path is a directory, not a symlink,
-// owned by the current user and not writable by group or others.
-func checkPrivateDir(path string) error {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return err
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return fmt.Errorf("%s is a symlink", path)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", path)
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("cannot tell who owns %s", path)
-	}
-	if uid := int(st.Uid); uid != os.Geteuid() {
-		return fmt.Errorf("%s is owned by uid %d, not %d", path, uid, os.Geteuid())
-	}
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("%s is writable by group or others (mode %v)", path, perm)
-	}
-	return nil
-}
-
-// readPIDFile returns the positive pid on the first line of the file at path.
-// Call it only for files in a directory checkPrivateDir accepted.
-func readPIDFile(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("%s does not hold a pid", path)
-	}
-	return pid, nil
-}
-
-// processAlive reports whether a process with this pid exists.
-func processAlive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // tail returns the last n lines of b.

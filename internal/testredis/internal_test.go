@@ -78,6 +78,9 @@ func TestStartAndStopByPid(t *testing.T) {
 	}
 }
 
+// TestRemoveStale checks removeStale's wiring of staledir (whose own tests
+// cover the directory checks): the directory of a dead test binary goes, that
+// of a live one stays, and one that others may write to stays and is logged.
 func TestRemoveStale(t *testing.T) {
 	t.Setenv("TMPDIR", t.TempDir())
 	dead := exec.Command("true")
@@ -94,12 +97,25 @@ func TestRemoveStale(t *testing.T) {
 		}
 		return d
 	}
-	stale, mine := mk(dead.Process.Pid), mk(os.Getpid())
-	removeStale(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	stale, mine, open := mk(dead.Process.Pid), mk(os.Getpid()), mk(dead.Process.Pid)
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	removeStale(slog.New(slog.NewTextHandler(&logs, nil)))
 	if _, err := os.Stat(mine); err != nil {
 		t.Errorf("removeStale removed the directory of a live owner: %v", err)
 	}
-	if _, err := os.Stat(stale); !processAlive(dead.Process.Pid) && !os.IsNotExist(err) {
+	if _, err := os.Stat(open); err != nil {
+		t.Errorf("removeStale removed a directory others may write to: %v", err)
+	}
+	if !diesWithParent {
+		return
+	}
+	if !strings.Contains(logs.String(), "leaving "+open+" alone") || !strings.Contains(logs.String(), "writable by group or others") {
+		t.Errorf("the log does not say why %s was left alone:\n%s", open, logs.String())
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Errorf("removeStale left %s, whose owner (pid %d) is gone", stale, dead.Process.Pid)
 	}
 }

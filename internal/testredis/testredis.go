@@ -31,7 +31,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -49,6 +48,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/tasqhq/tasq/internal/freeport"
+	"github.com/tasqhq/tasq/internal/staledir"
 	"github.com/tasqhq/tasq/internal/testmain"
 )
 
@@ -380,55 +380,19 @@ const (
 )
 
 // removeStale removes the directories of servers whose test binary died
-// without stopping them. Only where the server is sure to have died with
-// its parent (see dieWithParent) does processAlive report a dead owner.
-// A directory is removed only when checkPrivateDir accepts it, so another
-// user's directory, or a symlink to anything, is left alone and logged.
+// without stopping them. Only where the server is sure to have died with its
+// parent (see dieWithParent) does it remove anything. A directory is removed
+// only when staledir accepts it, so another user's directory, or a symlink to
+// anything, is left alone and logged.
 func removeStale(log *slog.Logger) {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
-	for _, d := range dirs {
-		if err := checkPrivateDir(d); err != nil {
-			log.Info("leaving a directory alone", "dir", d, "reason", err)
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(d, ownerFile))
-		if err != nil {
-			continue
-		}
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 && pid != os.Getpid() && !processAlive(pid) {
-			log.Info("removing the directory of a server whose test binary died", "dir", d, "owner_pid", pid)
-			if err := os.RemoveAll(d); err != nil {
-				log.Info("cannot remove the directory of a server whose test binary died", "dir", d, "err", err)
-			}
-		}
+	if !diesWithParent {
+		return
 	}
-}
-
-// checkPrivateDir returns an error unless path is a directory, not a symlink,
-// owned by the current user (the one servers run as) and not writable by
-// group or others: one that nobody else can have made or filled.
-func checkPrivateDir(path string) error {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return err
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return fmt.Errorf("%s is a symlink", path)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", path)
-	}
-	uid, ok := fileOwner(fi)
-	if !ok {
-		return fmt.Errorf("cannot tell who owns %s", path)
-	}
-	if uid != os.Geteuid() {
-		return fmt.Errorf("%s is owned by uid %d, not %d", path, uid, os.Geteuid())
-	}
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("%s is writable by group or others (mode %v)", path, perm)
-	}
-	return nil
+	staledir.Reap(staledir.Config{
+		Prefix:    dirPrefix,
+		OwnerFile: ownerFile,
+		Logf:      func(format string, args ...any) { log.Info("testredis: " + fmt.Sprintf(format, args...)) },
+	})
 }
 
 // logTail returns the last lines of a log file, for error messages.
