@@ -44,7 +44,9 @@ func (w *Worker) completer(bg context.Context) {
 func (w *Worker) flush(bg context.Context, batch []queue.Outcome) {
 	backoff := time.Duration(0)
 	for {
-		batch = w.withoutLost(batch)
+		var lost int
+		batch, lost = w.execs.dropLost(batch)
+		w.stats.stale.Add(int64(lost))
 		if len(batch) == 0 {
 			return
 		}
@@ -56,37 +58,17 @@ func (w *Worker) flush(bg context.Context, batch []queue.Outcome) {
 				w.stats.stale.Add(int64(stale))
 				w.log.WarnContext(bg, "the backend refused outcomes of executions that no longer hold their jobs (lease expired and rescued, or cancelled by an operator)", "count", stale)
 			}
-			for _, o := range batch {
-				w.execs.settle(queue.Lease{ID: o.ID, Token: o.Token})
-			}
+			w.execs.settle(batch...)
 			return
 		}
 		if by := w.flushBy.Load(); by != 0 && time.Now().UnixNano() > by {
 			w.log.ErrorContext(bg, "cannot write job outcomes and the worker is stopping; giving up: their jobs run again after their leases expire", "count", len(batch), "err", err)
 			w.stats.dropped.Add(int64(len(batch)))
-			for _, o := range batch {
-				w.execs.settle(queue.Lease{ID: o.ID, Token: o.Token})
-			}
+			w.execs.settle(batch...)
 			return
 		}
 		backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
 		w.log.ErrorContext(bg, "cannot write job outcomes; retrying", "count", len(batch), "err", err, "retry_in", backoff)
 		time.Sleep(backoff)
 	}
-}
-
-// withoutLost drops outcomes whose claims the heartbeat learned are lost:
-// the backend would refuse them.
-func (w *Worker) withoutLost(batch []queue.Outcome) []queue.Outcome {
-	out := batch[:0]
-	for _, o := range batch {
-		l := queue.Lease{ID: o.ID, Token: o.Token}
-		if w.execs.isLost(l) && w.execs.known(l) {
-			w.stats.stale.Add(1)
-			w.execs.settle(l)
-			continue
-		}
-		out = append(out, o)
-	}
-	return out
 }

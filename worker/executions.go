@@ -132,13 +132,36 @@ func (e *executions) returned(x *execution) (held bool) {
 	return true
 }
 
-// settle forgets an execution whose outcome was written, refused or dropped.
-func (e *executions) settle(l queue.Lease) {
+// settle forgets executions whose outcomes were written, refused or
+// dropped, under one lock for the whole batch.
+func (e *executions) settle(outcomes ...queue.Outcome) {
 	e.mu.Lock()
-	if x, ok := e.byLease[l]; ok && !x.running {
-		delete(e.byLease, l)
+	defer e.mu.Unlock()
+	for _, o := range outcomes {
+		l := queue.Lease{ID: o.ID, Token: o.Token}
+		if x, ok := e.byLease[l]; ok && !x.running {
+			delete(e.byLease, l)
+		}
 	}
-	e.mu.Unlock()
+}
+
+// dropLost removes, in place, the outcomes whose claims the heartbeat
+// learned are lost (the backend would refuse them), forgets their
+// executions, and returns what is left and how many it dropped.
+func (e *executions) dropLost(batch []queue.Outcome) (kept []queue.Outcome, dropped int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	kept = batch[:0]
+	for _, o := range batch {
+		l := queue.Lease{ID: o.ID, Token: o.Token}
+		if x, ok := e.byLease[l]; ok && x.lost && !x.running {
+			delete(e.byLease, l)
+			dropped++
+			continue
+		}
+		kept = append(kept, o)
+	}
+	return kept, dropped
 }
 
 // leases lists the leases to renew: running executions and those whose
@@ -176,22 +199,6 @@ func (e *executions) markLost(ls []queue.Lease, cause error) (n int) {
 		}
 	}
 	return n
-}
-
-// isLost reports whether an execution's claim is known to be lost.
-func (e *executions) isLost(l queue.Lease) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	x, ok := e.byLease[l]
-	return !ok || x.lost
-}
-
-// known reports whether the table has an entry for l.
-func (e *executions) known(l queue.Lease) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	_, ok := e.byLease[l]
-	return ok
 }
 
 // newlyStuck returns running executions past their deadline by more than

@@ -15,15 +15,13 @@ import (
 // claims work it would have to hand back.
 type kindSplit struct {
 	normal, blocking []string
-	isBlocking       map[string]bool
 }
 
 func newKindSplit(reg *queue.Registry, kinds []string) kindSplit {
-	ks := kindSplit{isBlocking: map[string]bool{}}
+	var ks kindSplit
 	for _, k := range kinds {
 		if cfg, ok := reg.Config(k); ok && cfg.Blocking {
 			ks.blocking = append(ks.blocking, k)
-			ks.isBlocking[k] = true
 		} else {
 			ks.normal = append(ks.normal, k)
 		}
@@ -112,14 +110,14 @@ func nextBackoff(d, limit time.Duration) time.Duration {
 func (w *Worker) claimRound(bg context.Context, ks kindSplit, free, freeBlocking int) (full bool, err error) {
 	for _, q := range w.cfg.Queues {
 		if freeBlocking > 0 && len(ks.blocking) > 0 {
-			n, err := w.claimInto(bg, q, ks.blocking, min(freeBlocking, free), true, ks)
+			n, err := w.claimInto(bg, q, ks.blocking, min(freeBlocking, free), true)
 			if err != nil {
 				return false, err
 			}
 			free, freeBlocking = free-n, freeBlocking-n
 		}
 		if free > 0 && len(ks.normal) > 0 {
-			n, err := w.claimInto(bg, q, ks.normal, free, false, ks)
+			n, err := w.claimInto(bg, q, ks.normal, free, false)
 			if err != nil {
 				return false, err
 			}
@@ -135,7 +133,7 @@ func (w *Worker) claimRound(bg context.Context, ks kindSplit, free, freeBlocking
 
 // claimInto reserves limit slots, claims up to limit jobs of kinds from q,
 // starts them, and releases the slots it did not use.
-func (w *Worker) claimInto(bg context.Context, q string, kinds []string, limit int, blocking bool, ks kindSplit) (int, error) {
+func (w *Worker) claimInto(bg context.Context, q string, kinds []string, limit int, blocking bool) (int, error) {
 	w.execs.reserve(limit, blocking)
 	// The claim runs on bg, not on Run's ctx: a claim cancelled halfway
 	// could commit server-side and strand its rows until their leases expire.
@@ -157,7 +155,7 @@ func (w *Worker) claimInto(bg context.Context, q string, kinds []string, limit i
 	}
 	w.execs.release(limit-len(jobs), blocking)
 	for _, j := range jobs {
-		w.start(j, blocking && ks.isBlocking[j.Kind])
+		w.start(j, blocking) // in the slot reserved for its pool
 	}
 	return len(jobs), nil
 }

@@ -283,7 +283,7 @@ func (w *Worker) send(o queue.Outcome) {
 	if w.outClosed {
 		// A Handle abandoned at shutdown returned after all: its job was
 		// handed back already, so the outcome has nowhere to go.
-		w.execs.settle(queue.Lease{ID: o.ID, Token: o.Token})
+		w.execs.settle(o)
 		return
 	}
 	w.count(o)
