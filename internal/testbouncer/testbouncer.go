@@ -183,7 +183,7 @@ func (b *Bouncer) Stop() error {
 			case <-time.After(10 * time.Second):
 				_ = b.cmd.Process.Kill()
 				<-b.exited
-				errs = append(errs, fmt.Errorf("pgbouncer (pid %d) ignored SIGTERM for 10s and was killed", b.cmd.Process.Pid))
+				errs = append(errs, fmt.Errorf("pgbouncer (pid %d) ignored %v for 10s and was killed", b.cmd.Process.Pid, b.quit))
 			}
 		}
 		if err := os.RemoveAll(b.dir); err != nil {

@@ -584,10 +584,7 @@ func (b *bench) latency(ctx context.Context) (benchResult, error) {
 	if len(samples) == 0 {
 		return benchResult{}, errors.New("no job started after the warm-up")
 	}
-	slices.Sort(samples)
-	pct := func(p float64) float64 {
-		return float64(samples[min(len(samples)-1, int(p*float64(len(samples))))]) / float64(time.Millisecond)
-	}
+	pct := func(p float64) float64 { return ms(percentile(samples, p)) }
 	el := time.Since(start)
 	return benchResult{System: "tasq", Mode: "latency", Jobs: int64(len(samples)), Seconds: el.Seconds(),
 		P50ms: pct(0.50), P95ms: pct(0.95), P99ms: pct(0.99), RatePerSecond: b.f.rate, Concurrency: b.f.concurrency}, nil

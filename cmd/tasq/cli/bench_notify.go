@@ -238,8 +238,7 @@ func (b *bench) dispatchLoad(ctx context.Context, a queue.Adapter, c int) (bench
 	if len(all) == 0 {
 		return benchResult{}, errors.New("no dispatch finished in the measured window")
 	}
-	slices.Sort(all)
-	pct := func(p float64) float64 { return ms(all[min(len(all)-1, int(p*float64(len(all))))]) }
+	pct := func(p float64) float64 { return ms(percentile(all, p)) }
 	return benchResult{System: "tasq", Mode: "notify", Jobs: int64(len(all)), Seconds: b.f.notifyFor.Seconds(),
 		JobsPerSec: float64(len(all)) / b.f.notifyFor.Seconds(), P50ms: pct(0.50), P95ms: pct(0.95), P99ms: pct(0.99),
 		Dispatchers: c, Waits: waits}, nil
