@@ -140,6 +140,24 @@ func (o Outcome) Check() error {
 	return nil
 }
 
+// Storable is the outcome an adapter applies for o: o with its error text
+// cleaned (CleanErrorText), or FailedUnstorable when o fails Check or its
+// result fails CheckResult. Adapters pass every outcome through it, so that
+// one bad outcome fails its own job instead of the whole batch (a worker
+// retries a failed Finish, which would hold every outcome of the batch).
+func Storable(o Outcome) Outcome {
+	if err := o.Check(); err != nil {
+		return FailedUnstorable(o, err)
+	}
+	if err := CheckResult(o.Result); err != nil {
+		return FailedUnstorable(o, fmt.Errorf("the result cannot be stored: %w", err))
+	}
+	if o.Error != "" {
+		o.Error = CleanErrorText(o.Error)
+	}
+	return o
+}
+
 // FailedUnstorable is what an adapter stores in place of outcome o when the
 // backend refused to store it (a value it cannot represent): the job fails,
 // with the reason, instead of stopping the outcomes written with it.

@@ -121,3 +121,21 @@ func TestDispatchRefusesTextThatCannotTravel(t *testing.T) {
 		t.Errorf("MaxRetries above the limit: %v", err)
 	}
 }
+
+func TestStorableFailsOnlyWhatCannotBeStored(t *testing.T) {
+	j := &Job{ID: uuid.New(), Token: 3}
+	if o := Storable(Completed(j, json.RawMessage(`{"ok":1}`))); o.State != StateCompleted {
+		t.Errorf("a storable outcome changed: %+v", o)
+	}
+	if o := Storable(Outcome{ID: j.ID, Token: 3, State: StateRetryable, Error: "bad \xff nul \x00"}); o.State != StateRetryable || !utf8.ValidString(o.Error) || strings.ContainsRune(o.Error, 0) {
+		t.Errorf("error text not cleaned, or the outcome changed: %+v", o)
+	}
+	for name, bad := range map[string]Outcome{
+		"running":       {ID: j.ID, Token: 3, State: StateRunning},
+		"NUL in result": {ID: j.ID, Token: 3, State: StateCompleted, Result: json.RawMessage(`"\u0000"`)},
+	} {
+		if o := Storable(bad); o.State != StateFailed || o.Token != 3 || o.Error == "" {
+			t.Errorf("%s: %+v, want failed with the reason under the same token", name, o)
+		}
+	}
+}

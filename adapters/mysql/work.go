@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -13,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -325,12 +323,7 @@ func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.
 	}
 	outs := make([]queue.Outcome, len(outcomes))
 	for i, o := range outcomes {
-		if err := o.Check(); err != nil {
-			o = queue.FailedUnstorable(o, err)
-		} else if err := storable(o); err != nil {
-			o = queue.FailedUnstorable(o, err)
-		}
-		outs[i] = o
+		outs[i] = queue.Storable(o)
 	}
 	// Lock rows in id order, as ExtendLeases does, so the two cannot deadlock.
 	// (Byte order of UUIDs is the order of their canonical text.)
@@ -373,23 +366,6 @@ func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.
 		return applied, wrapErr("finish jobs", fmt.Errorf("%d outcomes could be stored neither as given nor as failed: %w", len(refused), errors.Join(refused...)))
 	}
 	return applied, nil
-}
-
-// storable refuses, before they reach the server, the values MySQL and
-// MariaDB would not refuse but mangle: text that is not UTF-8 (MariaDB's
-// JSON_OBJECT turns it into a JSON null, or a client-interpolated statement
-// into question marks) and results that are not JSON (MariaDB's JSON_VALID
-// accepts some that are not).
-func storable(o queue.Outcome) error {
-	switch {
-	case !utf8.ValidString(o.Error):
-		return errors.New("tasq/mysql: the error text is not valid UTF-8")
-	case len(o.Result) > 0 && !utf8.Valid(o.Result):
-		return errors.New("tasq/mysql: the result is not valid UTF-8")
-	case len(o.Result) > 0 && !json.Valid(o.Result):
-		return errors.New("tasq/mysql: the result is not valid JSON")
-	}
-	return nil
 }
 
 // finishAlone writes one outcome, or queue.FailedUnstorable in its place
@@ -478,7 +454,7 @@ func (a *Adapter) finishStatement(ctx context.Context, workerID string, outs []q
 			}
 		}
 		if o.RunsAgain() {
-			runAtSet = append(runAtSet, id, max(o.Delay.Microseconds(), 0))
+			runAtSet = append(runAtSet, id, o.Delay.Microseconds())
 		}
 		if o.Finishes() {
 			finishes = append(finishes, id)

@@ -160,11 +160,11 @@ func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.
 	if len(outcomes) == 0 {
 		return 0, nil
 	}
-	for i := range outcomes {
-		if err := outcomes[i].Check(); err != nil {
-			return 0, fmt.Errorf("tasq/postgres: %w", err)
-		}
+	outs := make([]queue.Outcome, len(outcomes))
+	for i, o := range outcomes {
+		outs[i] = queue.Storable(o)
 	}
+	outcomes = outs
 	n, err := a.finish(ctx, workerID, outcomes)
 	if err == nil || !isDataError(err) {
 		return n, err
@@ -210,9 +210,6 @@ func (a *Adapter) finish(ctx context.Context, workerID string, outcomes []queue.
 		o := &outcomes[i]
 		ids[i], tokens[i], states[i] = pgUUID(o.ID), o.Token, string(o.State)
 		results[i], errs[i] = string(o.Result), o.Error
-		if errs[i] != "" {
-			errs[i] = queue.CleanErrorText(errs[i])
-		}
 		delays[i] = -1
 		if o.RunsAgain() {
 			delays[i] = o.Delay.Milliseconds()

@@ -116,10 +116,7 @@ func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.
 	}
 	outs := make([]queue.Outcome, len(outcomes))
 	for i, o := range outcomes {
-		if err := o.Check(); err != nil {
-			o = queue.FailedUnstorable(o, err)
-		}
-		outs[i] = o
+		outs[i] = queue.Storable(o)
 	}
 	applied, refused, err := a.finish(ctx, workerID, outs)
 	if err != nil {
@@ -164,12 +161,8 @@ func (a *Adapter) finish(ctx context.Context, workerID string, outs []queue.Outc
 		if o.State == queue.StateCompleted {
 			result = "+" + string(o.Result)
 		}
-		errText := ""
-		if o.Error != "" {
-			errText = queue.CleanErrorText(o.Error)
-		}
 		args = append(args, o.ID.String(), strconv.FormatInt(o.Token, 10), string(o.State),
-			flag(o.Finishes()), flag(o.Counts()), flag(o.RunsAgain()), max(o.Delay.Microseconds(), 0), errText, result)
+			flag(o.Finishes()), flag(o.Counts()), flag(o.RunsAgain()), o.Delay.Microseconds(), o.Error, result)
 	}
 	res, err := finishScript.Run(ctx, a.client, nil, args...).Slice()
 	if err != nil {

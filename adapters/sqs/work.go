@@ -493,17 +493,17 @@ func batchResult(n int, okIDs []*string, failed []types.BatchResultErrorEntry, o
 // outcome that fails for any other reason (SQS or the network failing,
 // throttling) is not applied: it is named in the returned error and its
 // claim is kept, so that calling Finish again with the same outcomes
-// resumes where it stopped without sending twice. An outcome that does not
-// pass queue.Outcome.Check fails the whole call before anything is written.
+// resumes where it stopped without sending twice. Every outcome goes through
+// queue.Storable first, so one that cannot be stored fails its own job.
 func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.Outcome) (int, error) {
 	if len(outcomes) == 0 {
 		return 0, nil
 	}
-	for i := range outcomes {
-		if err := outcomes[i].Check(); err != nil {
-			return 0, fmt.Errorf("tasq/sqs: finish: %w", err)
-		}
+	outs := make([]queue.Outcome, len(outcomes))
+	for i, o := range outcomes {
+		outs[i] = queue.Storable(o)
 	}
+	outcomes = outs
 	var todo []*finishing
 	a.mu.Lock()
 	seen := map[leaseKey]bool{}
