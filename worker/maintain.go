@@ -143,6 +143,7 @@ func (w *Worker) retain(ctx context.Context, p queue.Purger) {
 				return
 			}
 			total += n
+			w.stats.purged.Add(int64(n)) // per batch, so Stats is current during a long pass
 			if n < f.Limit {
 				break
 			}
@@ -152,7 +153,6 @@ func (w *Worker) retain(ctx context.Context, p queue.Purger) {
 		}
 	}
 	if total > 0 {
-		w.stats.purged.Add(int64(total))
 		w.log.InfoContext(ctx, "retention removed finished jobs", "count", total, "archived", r.Archive)
 	}
 }
