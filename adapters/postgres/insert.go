@@ -72,7 +72,7 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 	if err := queue.CheckNewJobs(jobs); err != nil {
 		return err
 	}
-	rows, err := a.pool.Query(ctx, insertSQL, insertArgs(jobs)...)
+	rows, err := a.pool.Query(ctx, a.sql.q(insertSQL), insertArgs(jobs)...)
 	if err != nil {
 		return wrapErr("insert jobs", err)
 	}
@@ -97,7 +97,7 @@ WITH ins AS (` + insertJobsSQL + `
     WHERE EXISTS (SELECT 1 FROM tasq_instance WHERE id = $10) AND current_database() = $11
     RETURNING queue, state
 ), woken AS (
-    SELECT pg_notify('` + NotifyChannel + `', q.queue) FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q
+    SELECT pg_notify($12, q.queue) FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q
 )
 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woken)`
 
@@ -118,17 +118,18 @@ func (a *Adapter) InsertTx(ctx context.Context, tx any, jobs []queue.NewJob) err
 	if err := queue.CheckNewJobs(jobs); err != nil {
 		return err
 	}
-	args := append(insertArgs(jobs), pgUUID(a.instance), a.database)
+	args := append(insertArgs(jobs), pgUUID(a.instance), a.database, a.sql.channel)
+	stmt := a.sql.q(insertTxSQL)
 	var inserted, woken int64
 	var err error
 	switch t := tx.(type) {
 	case pgx.Tx:
-		err = t.QueryRow(ctx, insertTxSQL, args...).Scan(&inserted, &woken)
+		err = t.QueryRow(ctx, stmt, args...).Scan(&inserted, &woken)
 	case *sql.Tx:
 		if t == nil {
 			return fmt.Errorf("%w: nil *sql.Tx", queue.ErrTxUnsupported)
 		}
-		err = t.QueryRowContext(ctx, insertTxSQL, args...).Scan(&inserted, &woken)
+		err = t.QueryRowContext(ctx, stmt, args...).Scan(&inserted, &woken)
 	case *gorm.DB:
 		if t == nil {
 			return fmt.Errorf("%w: nil *gorm.DB", queue.ErrTxUnsupported)
@@ -144,7 +145,7 @@ func (a *Adapter) InsertTx(ctx context.Context, tx any, jobs []queue.NewJob) err
 		if !ok {
 			return fmt.Errorf("%w: *gorm.DB connection %T cannot run queries", queue.ErrTxUnsupported, conn)
 		}
-		err = q.QueryRowContext(ctx, insertTxSQL, args...).Scan(&inserted, &woken)
+		err = q.QueryRowContext(ctx, stmt, args...).Scan(&inserted, &woken)
 	default:
 		return fmt.Errorf("%w: %T is not a transaction (the postgres adapter takes pgx.Tx, *sql.Tx or a *gorm.DB inside a transaction; a pool or a connection would commit the jobs at once)", queue.ErrTxUnsupported, tx)
 	}

@@ -63,7 +63,7 @@ func scanJob(row pgx.Row) (*queue.JobInfo, error) {
 
 // GetJob implements queue.Inspector.
 func (a *Adapter) GetJob(ctx context.Context, id uuid.UUID) (*queue.JobInfo, error) {
-	j, err := scanJob(a.pool.QueryRow(ctx, `SELECT `+jobColumns+` FROM tasq_jobs WHERE id = $1`, id))
+	j, err := scanJob(a.pool.QueryRow(ctx, a.sql.q(`SELECT `+jobColumns+` FROM tasq_jobs WHERE id = $1`), id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s", queue.ErrJobNotFound, id)
 	}
@@ -102,7 +102,7 @@ func (a *Adapter) ListJobs(ctx context.Context, f queue.ListFilter) ([]*queue.Jo
 	var out []*queue.JobInfo
 	b := &pgx.Batch{}
 	b.Queue(serialPlanSQL)
-	b.Queue(q, args...).Query(func(rows pgx.Rows) error {
+	b.Queue(a.sql.q(q), args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			j, err := scanJob(rows)
 			if err != nil {
@@ -212,8 +212,8 @@ func (a *Adapter) changeState(ctx context.Context, op string, id uuid.UUID, set 
 		states[i] = string(s)
 	}
 	var q string
-	err := a.pool.QueryRow(ctx, `UPDATE tasq_jobs SET `+set+`
-WHERE id = $1 AND state::text = ANY($2) RETURNING queue`, id, states).Scan(&q)
+	err := a.pool.QueryRow(ctx, a.sql.q(`UPDATE tasq_jobs SET `+set+`
+WHERE id = $1 AND state::text = ANY($2) RETURNING queue`), id, states).Scan(&q)
 	if err == nil {
 		a.notify(ctx, map[string]bool{q: true})
 		return nil
@@ -250,7 +250,7 @@ func (a *Adapter) CancelJob(ctx context.Context, id uuid.UUID) error {
 
 // DeleteJob implements queue.Inspector.
 func (a *Adapter) DeleteJob(ctx context.Context, id uuid.UUID) error {
-	tag, err := a.pool.Exec(ctx, `DELETE FROM tasq_jobs WHERE id = $1 AND state <> 'running'`, id)
+	tag, err := a.pool.Exec(ctx, a.sql.q(`DELETE FROM tasq_jobs WHERE id = $1 AND state <> 'running'`), id)
 	if err != nil {
 		return wrapErr("delete job", err)
 	}

@@ -50,7 +50,7 @@ const exactStatsSQL = `SELECT queue, state::text, count(*) FROM tasq_jobs GROUP 
 const tableSizeSQL = `
 SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint,
        pg_stat_get_live_tuples(c.oid), c.reltuples::float8, c.relpages::bigint
-FROM pg_class AS c WHERE c.oid = 'tasq_jobs'::regclass`
+FROM pg_class AS c WHERE c.oid = $1::regclass`
 
 // queueStateMCVSQL reads the most common (queue, state) pairs of tasq_jobs
 // and their share of the table, which ANALYZE keeps in the statistics object
@@ -61,8 +61,7 @@ SELECT s.most_common_vals[i][array_position(s.attnames, 'queue')],
        s.most_common_vals[i][array_position(s.attnames, 'state')],
        s.most_common_freqs[i]
 FROM pg_stats_ext AS s, generate_subscripts(s.most_common_freqs, 1) AS i
-WHERE s.statistics_name = 'tasq_jobs_queue_state' AND s.tablename = 'tasq_jobs'
-  AND s.schemaname = (SELECT relnamespace::regnamespace::name FROM pg_class WHERE oid = 'tasq_jobs'::regclass)`
+WHERE s.statistics_name = 'tasq_jobs_queue_state' AND s.tablename = 'tasq_jobs' AND s.schemaname = $1`
 
 // columnMCVSQL reads the most common queues and states of tasq_jobs and their
 // shares, which the same ANALYZE that builds tasq_jobs_queue_state keeps per
@@ -70,8 +69,7 @@ WHERE s.statistics_name = 'tasq_jobs_queue_state' AND s.tablename = 'tasq_jobs'
 const columnMCVSQL = `
 SELECT attname::text, most_common_vals::text::text[], most_common_freqs::float8[]
 FROM pg_stats
-WHERE tablename = 'tasq_jobs' AND attname IN ('queue', 'state') AND NOT inherited
-  AND schemaname = (SELECT relnamespace::regnamespace::name FROM pg_class WHERE oid = 'tasq_jobs'::regclass)`
+WHERE tablename = 'tasq_jobs' AND attname IN ('queue', 'state') AND NOT inherited AND schemaname = $1`
 
 // Stats implements queue.StatsReader: job counts per queue and state, sorted
 // by queue, then state in life-cycle order.
@@ -137,10 +135,10 @@ func (a *Adapter) stats(ctx context.Context, exactMaxPages int64) ([]queue.Queue
 		live []queue.QueueStat
 	)
 	b := &pgx.Batch{}
-	b.Queue(tableSizeSQL).QueryRow(func(row pgx.Row) error {
+	b.Queue(tableSizeSQL, a.sql.object("tasq_jobs")).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&size.pages, &size.liveTuples, &size.reltuples, &size.relpages)
 	})
-	b.Queue(queueStateMCVSQL).Query(func(rows pgx.Rows) error {
+	b.Queue(queueStateMCVSQL, a.sql.schema).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var it mcvItem
 			var st string
@@ -152,7 +150,7 @@ func (a *Adapter) stats(ctx context.Context, exactMaxPages int64) ([]queue.Queue
 		}
 		return rows.Err()
 	})
-	b.Queue(columnMCVSQL).Query(func(rows pgx.Rows) error {
+	b.Queue(columnMCVSQL, a.sql.schema).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var col string
 			var vals []string
@@ -171,7 +169,7 @@ func (a *Adapter) stats(ctx context.Context, exactMaxPages int64) ([]queue.Queue
 		return rows.Err()
 	})
 	b.Queue(pinIndexSQL)
-	b.Queue(liveStatsSQL).Query(func(rows pgx.Rows) error {
+	b.Queue(a.sql.q(liveStatsSQL)).Query(func(rows pgx.Rows) error {
 		var err error
 		live, err = scanStats(rows)
 		return err
@@ -184,7 +182,7 @@ func (a *Adapter) stats(ctx context.Context, exactMaxPages int64) ([]queue.Queue
 			return out, nil
 		}
 	}
-	rows, err := a.pool.Query(ctx, exactStatsSQL)
+	rows, err := a.pool.Query(ctx, a.sql.q(exactStatsSQL))
 	if err != nil {
 		return nil, wrapErr("stats", err)
 	}

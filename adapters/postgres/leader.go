@@ -33,7 +33,7 @@ RETURNING leader_id`
 // TryLead implements queue.LeaderElector.
 func (a *Adapter) TryLead(ctx context.Context, workerID string, ttl time.Duration) (bool, error) {
 	var id string
-	err := a.pool.QueryRow(ctx, tryLeadSQL, workerID, ttl.Milliseconds()).Scan(&id)
+	err := a.pool.QueryRow(ctx, a.sql.q(tryLeadSQL), workerID, ttl.Milliseconds()).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
@@ -45,7 +45,7 @@ func (a *Adapter) TryLead(ctx context.Context, workerID string, ttl time.Duratio
 
 // Resign implements queue.LeaderElector.
 func (a *Adapter) Resign(ctx context.Context, workerID string) error {
-	if _, err := a.pool.Exec(ctx, `DELETE FROM tasq_leader WHERE name = 'maintenance' AND leader_id = $1`, workerID); err != nil {
+	if _, err := a.pool.Exec(ctx, a.sql.q(`DELETE FROM tasq_leader WHERE name = 'maintenance' AND leader_id = $1`), workerID); err != nil {
 		return wrapErr("resign the lead", err)
 	}
 	return nil
@@ -54,7 +54,7 @@ func (a *Adapter) Resign(ctx context.Context, workerID string) error {
 // Leader returns the worker that leads maintenance now and when its term
 // ends, or "" when none does.
 func (a *Adapter) Leader(ctx context.Context) (id string, until time.Time, err error) {
-	err = a.pool.QueryRow(ctx, `SELECT leader_id, expires_at FROM tasq_leader WHERE name = 'maintenance' AND expires_at > now()`).Scan(&id, &until)
+	err = a.pool.QueryRow(ctx, a.sql.q(`SELECT leader_id, expires_at FROM tasq_leader WHERE name = 'maintenance' AND expires_at > now()`)).Scan(&id, &until)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", time.Time{}, nil
 	}
@@ -122,7 +122,7 @@ func (a *Adapter) Purge(ctx context.Context, f queue.PurgeFilter) (int, error) {
 	var n int64
 	b := &pgx.Batch{}
 	b.Queue(pinnedPlanSQL)
-	b.Queue(sql, purgeArgs(f)...).Exec(func(ct pgconn.CommandTag) error {
+	b.Queue(a.sql.q(sql), purgeArgs(f)...).Exec(func(ct pgconn.CommandTag) error {
 		n = ct.RowsAffected()
 		return nil
 	})
@@ -139,7 +139,7 @@ func (a *Adapter) CountPurgeable(ctx context.Context, f queue.PurgeFilter) (int6
 	}
 	args := purgeArgs(f)[:4]
 	var n int64
-	if err := a.pool.QueryRow(ctx, `SELECT count(*) FROM tasq_jobs WHERE`+purgeWhere, args...).Scan(&n); err != nil {
+	if err := a.pool.QueryRow(ctx, a.sql.q(`SELECT count(*) FROM tasq_jobs WHERE`+purgeWhere), args...).Scan(&n); err != nil {
 		return 0, wrapErr(fmt.Sprintf("count %s jobs", f.State), err)
 	}
 	return n, nil

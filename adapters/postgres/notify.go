@@ -9,8 +9,8 @@ import (
 )
 
 // Subscribe implements queue.Notifier. It holds one dedicated connection
-// LISTENing on NotifyChannel and delivers each notification's queue name. When
-// the connection drops it reconnects with backoff and then delivers "" (any
+// LISTENing on the schema's channel (ChannelFor) and delivers each
+// notification's queue name. When the connection drops it reconnects with backoff and then delivers "" (any
 // queue may have work), since notifications sent meanwhile were lost. The
 // channel is closed when ctx is done.
 //
@@ -81,7 +81,7 @@ func (a *Adapter) listen(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, wrapErr("connect listener", err)
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{a.sql.channel}.Sanitize()); err != nil {
 		_ = conn.Close(ctx)
 		return nil, wrapErr("listen", err)
 	}
@@ -175,7 +175,7 @@ func (a *Adapter) availableHeads(ctx context.Context, every time.Duration) (map[
 			heads[q] = h
 		}
 		return nil
-	}, headsSQL)
+	}, a.sql.q(headsSQL))
 	if err != nil {
 		return nil, wrapErr("read the available jobs", err)
 	}

@@ -99,6 +99,7 @@ type options struct {
 	wakePoll  time.Duration
 	log       *slog.Logger
 	noWake    bool
+	schema    string
 }
 
 // WithPooler says what sits between the adapter and PostgreSQL (see Pooler).
@@ -140,6 +141,9 @@ type Setup struct {
 	Wakeups Wakeups
 	// WakePollInterval is poll-only mode's interval (WakeupsPoll only).
 	WakePollInterval time.Duration
+	// Schema is the PostgreSQL schema of the TasQ tables (see WithSchema),
+	// and Channel its LISTEN/NOTIFY channel (see ChannelFor).
+	Schema, Channel string
 }
 
 // Setup returns how the adapter talks to its database.
@@ -159,6 +163,8 @@ func takeParams(params map[string]string, o *options) error {
 			o.pooler = Pooler(v)
 		case ParamListenURL:
 			o.listenURL = v
+		case ParamSchema:
+			o.schema = v
 		case ParamWakePoll:
 			d, err := time.ParseDuration(v)
 			if err != nil {
@@ -171,8 +177,8 @@ func takeParams(params map[string]string, o *options) error {
 	}
 	if len(unknown) > 0 {
 		slices.Sort(unknown)
-		return fmt.Errorf("tasq/postgres: unknown URL parameter %s; the adapter knows %s, %s and %s",
-			strings.Join(unknown, ", "), ParamPooler, ParamListenURL, ParamWakePoll)
+		return fmt.Errorf("tasq/postgres: unknown URL parameter %s; the adapter knows %s, %s, %s and %s",
+			strings.Join(unknown, ", "), ParamPooler, ParamListenURL, ParamWakePoll, ParamSchema)
 	}
 	return nil
 }
@@ -196,7 +202,10 @@ func (o *options) check() error {
 	if o.log == nil {
 		o.log = slog.Default()
 	}
-	return nil
+	if o.schema == "" {
+		o.schema = DefaultSchema
+	}
+	return CheckSchema(o.schema)
 }
 
 // safeBehindTransactionPooler reports whether pgx's exec mode m works when
@@ -339,7 +348,7 @@ func (a *Adapter) checkListenURL(ctx context.Context, raw string) (*pgx.ConnConf
 	var id pgtype.UUID
 	var db string
 	var serverPID uint32
-	err = conn.QueryRow(ctx, `SELECT id, current_database(), pg_backend_pid() FROM tasq_instance`, pgx.QueryExecModeSimpleProtocol).Scan(&id, &db, &serverPID)
+	err = conn.QueryRow(ctx, a.sql.q(`SELECT id, current_database(), pg_backend_pid() FROM tasq_instance`), pgx.QueryExecModeSimpleProtocol).Scan(&id, &db, &serverPID)
 	if err != nil {
 		return nil, wrapErr("check the listen URL's database ("+ParamListenURL+")", err)
 	}
@@ -356,7 +365,8 @@ func (a *Adapter) checkListenURL(ctx context.Context, raw string) (*pgx.ConnConf
 // logSetup reports once, at start, how the adapter talks to its database.
 func (a *Adapter) logSetup(ctx context.Context, switched bool, from pgx.QueryExecMode) {
 	s := a.setup
-	attrs := []any{"pooler", string(s.Pooler), "detected", s.Detected, "exec_mode", s.ExecMode.String(), "wakeups", string(s.Wakeups)}
+	attrs := []any{"pooler", string(s.Pooler), "detected", s.Detected, "exec_mode", s.ExecMode.String(), "wakeups", string(s.Wakeups),
+		"schema", s.Schema}
 	if switched {
 		attrs = append(attrs, "exec_mode_was", from.String())
 	}

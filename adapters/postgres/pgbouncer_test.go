@@ -140,6 +140,7 @@ func TestPgBouncerSetup(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var log bounceLog
 			a := bounceAdapter(t, ctx, c.dsn, postgres.WithLogger(log.logger()))
+			c.want.Schema, c.want.Channel = postgres.DefaultSchema, postgres.NotifyChannel
 			if got := a.Setup(); got != c.want {
 				t.Errorf("Setup() = %+v; want %+v", got, c.want)
 			}
@@ -460,7 +461,7 @@ func bouncePickUp(t *testing.T, ctx context.Context, a *postgres.Adapter, ready 
 func bounceListening(ctx context.Context, direct *pgxpool.Pool) (bool, error) {
 	var n int
 	err := direct.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-		WHERE datname = current_database() AND query = 'LISTEN `+postgres.NotifyChannel+`' AND pid <> pg_backend_pid()`).Scan(&n)
+		WHERE datname = current_database() AND query = 'LISTEN "`+postgres.NotifyChannel+`"' AND pid <> pg_backend_pid()`).Scan(&n)
 	return n > 0, err
 }
 

@@ -78,10 +78,10 @@ func TestWorkerStatementsKeepIndexPlans(t *testing.T) {
 		"claim":        {claimSQL, []any{"default", 2000, "w", int64(30000), nil}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 		"claim kinds":  {claimSQL, []any{"default", 2000, "w", int64(30000), []string{"k", "other"}}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 		"extend lease": {extendSQL, []any{ids, nums, "w", int64(30000)}, []string{"Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
-		"promote":      {promoteSQL, []any{maintainBatch}, []string{"tasq_jobs_due_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
-		"rescue":       {rescueSQL, []any{maintainBatch, "lease expired {worker}", 20}, []string{"tasq_jobs_lease_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"promote":      {promoteSQL, []any{maintainBatch, a.sql.channel}, []string{"tasq_jobs_due_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"rescue":       {rescueSQL, []any{maintainBatch, a.sql.channel, "lease expired {worker}", 20}, []string{"tasq_jobs_lease_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 	} {
-		plan := explainPinned(t, conn, c.sql, c.args...)
+		plan := explainPinned(t, conn, a.sql.q(c.sql), c.args...)
 		for _, w := range c.want {
 			if !strings.Contains(plan, w) {
 				t.Errorf("%s plan lacks %q:\n%s", name, w, plan)

@@ -33,15 +33,17 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tasqhq/tasq/adapters/postgres/pgschema"
 	"github.com/tasqhq/tasq/queue"
 )
 
 // DriverName is the name the adapter registers under.
 const DriverName = "postgres"
 
-// NotifyChannel is the LISTEN/NOTIFY channel; each notification's payload is
-// the name of a queue that has new available jobs.
-const NotifyChannel = "tasq_jobs"
+// NotifyChannel is the LISTEN/NOTIFY channel of the TasQ tables in
+// DefaultSchema (ChannelFor names the others'); each notification's payload
+// is the name of a queue that has new available jobs.
+const NotifyChannel = pgschema.DefaultChannel
 
 func init() {
 	queue.RegisterDriver(DriverName, func(ctx context.Context, url string) (queue.Adapter, error) {
@@ -61,6 +63,7 @@ type Adapter struct {
 	instance uuid.UUID // tasq_instance.id and current_database(): which database this is
 	database string
 
+	sql       *statements // the adapter's SQL, qualified for its schema
 	setup     Setup
 	listenCfg *pgx.ConnConfig // where Subscribe LISTENs; nil in poll-only mode
 	log       *slog.Logger
@@ -187,23 +190,24 @@ func open(ctx context.Context, pool *pgxpool.Pool, o *options, reopen func(pgx.Q
 		}
 		mode, switched = fallbackExecMode, true
 	}
+	sq := newStatements(o.schema)
 	var jobs, instance bool
-	if err := pool.QueryRow(ctx, `SELECT to_regclass('tasq_jobs') IS NOT NULL, to_regclass('tasq_instance') IS NOT NULL`).Scan(&jobs, &instance); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL`, sq.object("tasq_jobs"), sq.object("tasq_instance")).Scan(&jobs, &instance); err != nil {
 		return nil, fmt.Errorf("tasq/postgres: check schema: %w%s", err, poolerHint(err))
 	}
 	if !jobs {
-		return nil, fmt.Errorf("%w (database %q has no tasq_jobs table)", queue.ErrNotMigrated, pool.Config().ConnConfig.Database)
+		return nil, fmt.Errorf("%w (database %q has no table %s)", queue.ErrNotMigrated, pool.Config().ConnConfig.Database, sq.object("tasq_jobs"))
 	}
 	if !instance {
 		return nil, fmt.Errorf("%w (database %q has an older TasQ schema: migration 2 adds claim tokens)", queue.ErrNotMigrated, pool.Config().ConnConfig.Database)
 	}
-	a = &Adapter{pool: pool, log: o.log, noWake: o.noWake}
+	a = &Adapter{pool: pool, sql: sq, log: o.log, noWake: o.noWake}
 	var id pgtype.UUID
-	if err := pool.QueryRow(ctx, `SELECT id, current_database() FROM tasq_instance`).Scan(&id, &a.database); err != nil {
+	if err := pool.QueryRow(ctx, sq.q(`SELECT id, current_database() FROM tasq_instance`)).Scan(&id, &a.database); err != nil {
 		return nil, wrapErr("read tasq_instance", err)
 	}
 	a.instance = uuid.UUID(id.Bytes)
-	a.setup = Setup{Pooler: probe.pooler, Detected: probe.detected, ExecMode: mode}
+	a.setup = Setup{Pooler: probe.pooler, Detected: probe.detected, ExecMode: mode, Schema: sq.schema, Channel: sq.channel}
 	switch {
 	case o.listenURL != "":
 		if a.listenCfg, err = a.checkListenURL(ctx, o.listenURL); err != nil {

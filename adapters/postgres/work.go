@@ -84,7 +84,7 @@ func (a *Adapter) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue.J
 			jobs = append(jobs, &j)
 		}
 		return nil
-	}, claimSQL, req.Queue, req.Limit, req.WorkerID, req.Lease.Milliseconds(), kinds)
+	}, a.sql.q(claimSQL), req.Queue, req.Limit, req.WorkerID, req.Lease.Milliseconds(), kinds)
 	if err != nil {
 		return nil, wrapErr("claim jobs", err)
 	}
@@ -226,7 +226,7 @@ func (a *Adapter) finish(ctx context.Context, workerID string, outcomes []queue.
 			return rows.Err()
 		}
 		return rows.Scan(&applied, &wake)
-	}, finishSQL, ids, tokens, states, results, errs, delays, finishes, uncount, workerID, queue.MaxErrorHistory)
+	}, a.sql.q(finishSQL), ids, tokens, states, results, errs, delays, finishes, uncount, workerID, queue.MaxErrorHistory)
 	if err != nil {
 		return 0, wrapErr("finish jobs", err)
 	}
@@ -243,7 +243,7 @@ func (a *Adapter) finish(ctx context.Context, workerID string, outcomes []queue.
 func (a *Adapter) notify(ctx context.Context, queues map[string]bool) {
 	b := &pgx.Batch{}
 	for q := range queues {
-		b.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, q)
+		b.Queue(`SELECT pg_notify($1, $2)`, a.sql.channel, q)
 	}
 	// A lost notification only delays pick-up until the next poll.
 	_ = a.pool.SendBatch(ctx, b).Close()
@@ -283,7 +283,7 @@ func (a *Adapter) ExtendLeases(ctx context.Context, workerID string, leases []qu
 			lost = append(lost, queue.Lease{ID: uuid.UUID(id.Bytes), Token: token})
 		}
 		return nil
-	}, extendSQL, ids, tokens, workerID, d.Milliseconds())
+	}, a.sql.q(extendSQL), ids, tokens, workerID, d.Milliseconds())
 	if err != nil {
 		return nil, wrapErr("extend leases", err)
 	}
@@ -307,7 +307,7 @@ WITH due AS (
     RETURNING j.queue
 )
 SELECT q.queue, q.n FROM (SELECT queue, count(*) AS n FROM moved GROUP BY queue) AS q,
-       LATERAL (SELECT pg_notify('` + NotifyChannel + `', q.queue)) AS notified`
+       LATERAL (SELECT pg_notify($2, q.queue)) AS notified`
 
 const rescueSQL = `
 WITH expired AS (
@@ -320,13 +320,13 @@ WITH expired AS (
         state = 'available',
         lease_expires_at = NULL,
         errors = tasq_errors_append(j.errors, jsonb_build_object(
-            'attempt', j.attempt, 'at', now(), 'error', replace($2, '{worker}', coalesce(j.attempted_by, '?'))), $3),
-        errors_omitted = j.errors_omitted + CASE WHEN jsonb_array_length(j.errors) >= $3 THEN 1 ELSE 0 END
+            'attempt', j.attempt, 'at', now(), 'error', replace($3, '{worker}', coalesce(j.attempted_by, '?'))), $4),
+        errors_omitted = j.errors_omitted + CASE WHEN jsonb_array_length(j.errors) >= $4 THEN 1 ELSE 0 END
     FROM expired WHERE j.id = expired.id
     RETURNING j.queue
 )
 SELECT q.queue, q.n FROM (SELECT queue, count(*) AS n FROM moved GROUP BY queue) AS q,
-       LATERAL (SELECT pg_notify('` + NotifyChannel + `', q.queue)) AS notified`
+       LATERAL (SELECT pg_notify($2, q.queue)) AS notified`
 
 // Maintain implements queue.Maintainer: due scheduled/retryable jobs become
 // available, and running jobs whose lease expired are handed back (the
@@ -353,7 +353,7 @@ func (a *Adapter) countByQueue(ctx context.Context, sql string, args ...any) (in
 			total += int(n)
 		}
 		return nil
-	}, sql, append([]any{maintainBatch}, args...)...)
+	}, a.sql.q(sql), append([]any{maintainBatch, a.sql.channel}, args...)...)
 	return total, err
 }
 

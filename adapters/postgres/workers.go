@@ -16,23 +16,23 @@ var (
 
 // RegisterWorker implements queue.WorkerRegistry.
 func (a *Adapter) RegisterWorker(ctx context.Context, w queue.WorkerInfo, ttl time.Duration) error {
-	_, err := a.pool.Exec(ctx, `
+	_, err := a.pool.Exec(ctx, a.sql.q(`
 INSERT INTO tasq_workers (id, queues, kinds, host, pid, expires_at)
 VALUES ($1, $2, $3, $4, $5, now() + $6 * interval '1 millisecond')
 ON CONFLICT (id) DO UPDATE SET queues = EXCLUDED.queues, kinds = EXCLUDED.kinds,
-    seen_at = now(), expires_at = EXCLUDED.expires_at`,
+    seen_at = now(), expires_at = EXCLUDED.expires_at`),
 		w.ID, w.Queues, w.Kinds, w.Host, w.PID, ttl.Milliseconds())
 	if err != nil {
 		return wrapErr("register worker", err)
 	}
 	// Forget workers long gone, so the table stays as small as the fleet.
-	_, _ = a.pool.Exec(ctx, `DELETE FROM tasq_workers WHERE expires_at < now() - interval '1 hour'`)
+	_, _ = a.pool.Exec(ctx, a.sql.q(`DELETE FROM tasq_workers WHERE expires_at < now() - interval '1 hour'`))
 	return nil
 }
 
 // UnregisterWorker implements queue.WorkerRegistry.
 func (a *Adapter) UnregisterWorker(ctx context.Context, id string) error {
-	if _, err := a.pool.Exec(ctx, `DELETE FROM tasq_workers WHERE id = $1`, id); err != nil {
+	if _, err := a.pool.Exec(ctx, a.sql.q(`DELETE FROM tasq_workers WHERE id = $1`), id); err != nil {
 		return wrapErr("unregister worker", err)
 	}
 	return nil
@@ -40,8 +40,8 @@ func (a *Adapter) UnregisterWorker(ctx context.Context, id string) error {
 
 // Workers implements queue.WorkerRegistry: the live workers, oldest first.
 func (a *Adapter) Workers(ctx context.Context) ([]queue.WorkerInfo, error) {
-	rows, err := a.pool.Query(ctx, `SELECT id, queues, kinds, host, pid, started_at, seen_at
-FROM tasq_workers WHERE expires_at > now() ORDER BY started_at, id`)
+	rows, err := a.pool.Query(ctx, a.sql.q(`SELECT id, queues, kinds, host, pid, started_at, seen_at
+FROM tasq_workers WHERE expires_at > now() ORDER BY started_at, id`))
 	if err != nil {
 		return nil, wrapErr("list workers", err)
 	}
@@ -67,14 +67,14 @@ func (a *Adapter) Unserved(ctx context.Context) ([]queue.UnservedKind, error) {
 	var out []queue.UnservedKind
 	b := &pgx.Batch{}
 	b.Queue(`SELECT set_config('jit', 'off', true)`)
-	b.Queue(`
+	b.Queue(a.sql.q(`
 WITH served AS MATERIALIZED (
     SELECT DISTINCT q, k FROM tasq_workers AS w, unnest(w.queues) AS q, unnest(w.kinds) AS k
     WHERE w.expires_at > now()
 )
 SELECT j.queue, j.kind, count(*), min(j.run_at) FROM tasq_jobs AS j
 WHERE j.state = 'available' AND NOT EXISTS (SELECT FROM served AS s WHERE s.q = j.queue AND s.k = j.kind)
-GROUP BY 1, 2 ORDER BY 4`).Query(func(rows pgx.Rows) error {
+GROUP BY 1, 2 ORDER BY 4`)).Query(func(rows pgx.Rows) error {
 		var err error
 		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (queue.UnservedKind, error) {
 			var u queue.UnservedKind

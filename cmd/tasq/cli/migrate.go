@@ -26,7 +26,13 @@ type schema struct {
 func schemaFor(driver string) (schema, bool) {
 	switch driver {
 	case driverPostgres:
-		return schema{up: migrations.Up, down: migrations.Down, version: migrations.Version, latest: migrations.Latest}, true
+		// The URL's tasq_schema parameter, if any, picks the PostgreSQL schema.
+		return schema{
+			up:      func(ctx context.Context, dsn string) error { return migrations.Up(ctx, dsn) },
+			down:    func(ctx context.Context, dsn string) error { return migrations.Down(ctx, dsn) },
+			version: func(ctx context.Context, dsn string) (uint, bool, error) { return migrations.Version(ctx, dsn) },
+			latest:  migrations.Latest,
+		}, true
 	case driverMySQL:
 		return schema{up: migrations.UpMySQL, down: migrations.DownMySQL, version: migrations.VersionMySQL, latest: migrations.LatestMySQL}, true
 	}
@@ -85,6 +91,11 @@ func (a *app) migrateCommand() *cobra.Command {
 postgres (with its enum type) and mysql (MySQL 8 / MariaDB 10.6+). The applied
 version is recorded in the ` + migrations.MigrationsTable + ` table, apart from the
 application's own migrations.
+
+On postgres the tables go into the schema "public", or into the one the URL's
+tasq_schema parameter names (e.g. ...?tasq_schema=billing), which is created
+when missing: two apps can share a database, each in a schema of its own. Give
+every tasq command (and the app's adapter) the same parameter.
 
 redis and sqs have no schema: TasQ creates their keys and queues as it uses
 them. On them, migrate up and migrate version check that the server answers,

@@ -1,0 +1,60 @@
+// Package pgschema holds the rules for the PostgreSQL schema that TasQ's
+// tables live in, shared by the adapter (adapters/postgres) and the
+// migrations (migrations), which must agree on them: which names are
+// accepted, the default, the URL parameter, and each schema's
+// LISTEN/NOTIFY channel.
+package pgschema
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Default is the schema that holds TasQ's tables when none is chosen.
+const Default = "public"
+
+// Param is the URL parameter that chooses the schema, e.g.
+// tasq_schema=billing. The adapter and the migrations both read it.
+const Param = "tasq_schema"
+
+// DefaultChannel is the LISTEN/NOTIFY channel of the Default schema; each
+// notification's payload is the name of a queue that has new available jobs.
+const DefaultChannel = "tasq_jobs"
+
+// MaxLength is the longest schema name accepted: the schema's channel,
+// "tasq_jobs." and the name, must fit PostgreSQL's 63-byte names.
+const MaxLength = 63 - len(DefaultChannel) - 1
+
+// valid is what Check accepts: an identifier that needs no quotes in
+// hand-written SQL (psql users write billing.tasq_jobs).
+var valid = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+
+// Check reports whether name can be a TasQ schema: lower-case ASCII letters,
+// digits and underscores, not starting with a digit, at most MaxLength
+// bytes, and not one of PostgreSQL's own (pg_*, information_schema).
+func Check(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("schema name is empty; leave it unset for %q", Default)
+	case len(name) > MaxLength:
+		return fmt.Errorf("schema name %.20q... is %d bytes; the limit is %d, so that its notification channel fits PostgreSQL's 63-byte names",
+			name, len(name), MaxLength)
+	case !valid.MatchString(name):
+		return fmt.Errorf("schema name %q: use lower-case letters, digits and underscores, not starting with a digit (so that it needs no quotes in SQL)", name)
+	case strings.HasPrefix(name, "pg_") || name == "information_schema":
+		return fmt.Errorf("schema name %q belongs to PostgreSQL itself; choose another", name)
+	}
+	return nil
+}
+
+// Channel returns the LISTEN/NOTIFY channel of schema: DefaultChannel for
+// Default (as before schemas could be chosen) and "tasq_jobs.<schema>" for
+// any other, so that two apps sharing a database do not wake each other's
+// workers. The SQL function tasq_channel() (migration 6) says the same.
+func Channel(schema string) string {
+	if schema == "" || schema == Default {
+		return DefaultChannel
+	}
+	return DefaultChannel + "." + schema
+}
