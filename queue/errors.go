@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Sentinel errors callers can branch on with errors.Is.
@@ -100,4 +101,58 @@ func (e *CancelError) Unwrap() error {
 		return nil
 	}
 	return e.Err
+}
+
+// SnoozeError, returned (wrapped or not) from Handle, puts the job back to
+// run again after Delay without spending an attempt: no retry is used up,
+// no error is added to the job's history, ShouldRetry is not asked and the
+// Failed hook does not run, even on the job's last attempt. Create one with
+// Snooze.
+type SnoozeError struct {
+	// Delay is how long the job waits before it can run again. Zero or less
+	// means at once; more than MaxRescheduleDelay is cut to it.
+	Delay time.Duration
+}
+
+// Snooze returns an error that, returned from Handle, reschedules the job
+// d from now without counting the attempt: the next run sees the same
+// Attempt(). Snooze(0) (or a negative d) makes the job available again at
+// once, so a task that always snoozes 0 runs in a loop; give a delay to
+// wait for something. A job can snooze any number of times.
+//
+//	if !limiter.Allow() {
+//		return nil, queue.Snooze(30 * time.Second)
+//	}
+func Snooze(d time.Duration) error { return &SnoozeError{Delay: d} }
+
+func (e *SnoozeError) Error() string {
+	if e == nil {
+		return "job snoozed"
+	}
+	return fmt.Sprintf("job snoozed for %v", e.Delay)
+}
+
+// IsSnooze reports whether err, or an error it wraps, is a SnoozeError. An
+// error whose Unwrap or As method panics is not.
+func IsSnooze(err error) bool {
+	_, ok := snoozeOf(err)
+	return ok
+}
+
+// snoozeOf returns the delay of the SnoozeError err is or wraps, cut to
+// [0, MaxRescheduleDelay] (a nil *SnoozeError snoozes for 0).
+func snoozeOf(err error) (d time.Duration, ok bool) {
+	defer func() {
+		if recover() != nil {
+			d, ok = 0, false
+		}
+	}()
+	var se *SnoozeError
+	if !errors.As(err, &se) {
+		return 0, false
+	}
+	if se == nil {
+		return 0, true
+	}
+	return rescheduleDelay(se.Delay), true
 }

@@ -52,13 +52,19 @@ func Cancelled(j *Job, err error) Outcome {
 	return Outcome{ID: j.ID, Token: j.Token, State: StateCancelled, Error: ErrorText(err)}
 }
 
-// Retry is the outcome that runs j again after its retry delay.
-func Retry(j *Job, err error) Outcome {
-	return Outcome{ID: j.ID, Token: j.Token, State: StateRetryable, Error: ErrorText(err), Delay: j.RetryDelay}
+// Retry is the outcome that runs j again after its fixed retry delay.
+func Retry(j *Job, err error) Outcome { return RetryIn(j, err, j.RetryDelay) }
+
+// RetryIn is the outcome that runs j again delay from now (at once when
+// delay is not positive), with err's text in its error history.
+func RetryIn(j *Job, err error, delay time.Duration) Outcome {
+	return Outcome{ID: j.ID, Token: j.Token, State: StateRetryable, Error: ErrorText(err), Delay: max(delay, 0)}
 }
 
 // HandBack is the outcome that returns j unfinished, without counting the
-// attempt: available at once when delay is 0, else scheduled delay later.
+// attempt: available at once when delay is 0 or less, else scheduled delay
+// later. A worker hands back a job that could not start or was interrupted
+// by its shutdown, and one whose task returned Snooze.
 func HandBack(j *Job, delay time.Duration) Outcome {
 	if delay <= 0 {
 		return Outcome{ID: j.ID, Token: j.Token, State: StateAvailable}
@@ -76,25 +82,49 @@ func RetriesLeft(j *Job) bool { return j.Attempt <= j.MaxRetries }
 // ErrLeaseExpired and its Failed hook runs.
 func Exhausted(j *Job) bool { return j.Attempt > j.MaxRetries+1 }
 
+// RetryPolicy is a task's word on a failed attempt that the rules would
+// retry: whether to retry it (the task's ShouldRetry, by default not
+// IsPermanent(err)) and, if so, after how long (Execution.RetryDelay:
+// NextRetry, Config.Backoff or the fixed retry delay). NextOutcome calls it
+// only then, so a task is not asked about a success, a cancel, a snooze or
+// its last attempt. A delay below zero means at once.
+type RetryPolicy func(err error) (retry bool, delay time.Duration)
+
 // NextOutcome applies the rules to the end of an attempt of j that returned
-// result and err. retry is the task's word on err (its ShouldRetry, or by
-// default not IsPermanent(err)); it matters only while retries are left.
+// result and err, in this order:
 //
 //   - no error: completed (or failed, when the result cannot be stored);
 //   - a CancelError: cancelled;
-//   - retries left and retry: retryable after j.RetryDelay;
-//   - otherwise: failed, and the task's Failed hook should run.
-func NextOutcome(j *Job, result json.RawMessage, err error, retry bool) Outcome {
-	switch {
-	case err == nil:
+//   - a SnoozeError: handed back, scheduled its delay later (available at
+//     once for 0), without counting the attempt or adding to the error
+//     history, whatever the retries left and the policy;
+//   - no retries left: failed;
+//   - policy says retry: retryable after the policy's delay;
+//   - otherwise: failed.
+//
+// After a failed outcome the task's Failed hook should run. A nil policy
+// retries every error but a Permanent one, after j.RetryDelay.
+func NextOutcome(j *Job, result json.RawMessage, err error, policy RetryPolicy) Outcome {
+	if err == nil {
 		return Completed(j, result)
-	case IsCancel(err):
+	}
+	if IsCancel(err) {
 		return Cancelled(j, err)
-	case RetriesLeft(j) && retry:
-		return Retry(j, err)
-	default:
+	}
+	if d, ok := snoozeOf(err); ok {
+		return HandBack(j, d)
+	}
+	if !RetriesLeft(j) {
 		return Failed(j, err)
 	}
+	retry, delay := !IsPermanent(err), j.RetryDelay
+	if policy != nil {
+		retry, delay = policy(err)
+	}
+	if retry {
+		return RetryIn(j, err, delay)
+	}
+	return Failed(j, err)
 }
 
 // IsCancel reports whether err, or an error it wraps, is a CancelError. An

@@ -34,7 +34,7 @@ func TestNextOutcomeFollowsTheRules(t *testing.T) {
 		"panicking Error":          {j, nil, panicky{}, false, StateFailed, 0, "panicked"},
 		"typed nil PermanentError": {j, nil, (*PermanentError)(nil), false, StateFailed, 0, "no error given"},
 	} {
-		o := NextOutcome(c.job, c.res, c.err, c.retry)
+		o := NextOutcome(c.job, c.res, c.err, func(error) (bool, time.Duration) { return c.retry, c.job.RetryDelay })
 		if o.State != c.want || o.Delay != c.delay || !strings.Contains(o.Error, c.inText) || o.Token != c.job.Token {
 			t.Errorf("%s: got %+v, want %s delay %v with %q", name, o, c.want, c.delay, c.inText)
 		}

@@ -27,14 +27,15 @@ type Configurer interface {
 
 // FailedHook is implemented by tasks that want to react once after their last
 // attempt failed: compensation, alerting, cleanup. err is the final attempt's
-// error. Failed is not called for cancelled jobs.
+// error. Failed is not called for cancelled jobs, nor when Handle snoozes.
 type FailedHook interface {
 	Failed(ctx context.Context, err error)
 }
 
 // RetryDecider is implemented by tasks that decide per error whether a failed
-// attempt is retried. It is consulted only while retries remain; returning
-// false fails the job at once (and runs Failed).
+// attempt is retried. It is consulted only while retries remain, and never
+// for a Cancel or a Snooze; returning false fails the job at once (and runs
+// Failed).
 type RetryDecider interface {
 	ShouldRetry(err error) bool
 }
@@ -84,8 +85,16 @@ type Config struct {
 	// at most MaxRetries+1 times. 0 means DefaultMaxRetries; use NoRetries for none.
 	MaxRetries int
 	// RetryDelay is the wait between a failed attempt and the next one.
-	// 0 means DefaultRetryDelay; use RetryImmediately for none.
+	// 0 means DefaultRetryDelay; use RetryImmediately for none. With a
+	// Backoff it is the base given to Backoff.Delay (an Exponential whose
+	// Base is 0 grows from it).
 	RetryDelay time.Duration
+	// Backoff, when set, chooses the wait before each retry from the attempt
+	// number and the job's retry delay: Exponential, or a type of your own.
+	// nil means the fixed RetryDelay (the dispatch's RetryAfter). A task's
+	// NextRetry method (RetryScheduler) wins over it. The worker uses the
+	// Backoff of the type it registered; it is not stored with the job.
+	Backoff Backoff
 	// Timeout bounds one attempt: Handle's context carries it as a deadline.
 	// 0 means no timeout.
 	Timeout time.Duration
@@ -104,11 +113,13 @@ type Config struct {
 }
 
 // Resolved is a Config with defaults applied and values checked. It has the
-// same fields, but here a zero means zero (no retries, no delay).
+// same fields, but here a zero means zero (no retries, no delay); a nil
+// Backoff still means the fixed RetryDelay.
 type Resolved struct {
 	Queue      string
 	MaxRetries int
 	RetryDelay time.Duration
+	Backoff    Backoff
 	Timeout    time.Duration
 	Priority   int16
 	Driver     string
@@ -143,6 +154,9 @@ func (c Config) Resolve() (Resolved, error) {
 		r.RetryDelay = 0
 	case r.RetryDelay < 0:
 		return r, fmt.Errorf("%w: RetryDelay is %v; use a positive duration, 0 for the default (%v) or queue.RetryImmediately", ErrInvalidConfig, c.RetryDelay, DefaultRetryDelay)
+	}
+	if err := checkBackoff(r.Backoff); err != nil {
+		return r, err
 	}
 	if r.Timeout < 0 {
 		return r, fmt.Errorf("%w: Timeout is %v; use a positive duration, or 0 for no timeout", ErrInvalidConfig, c.Timeout)

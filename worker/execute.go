@@ -87,18 +87,24 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 	if j.Timeout > 0 && errors.Is(hctx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("%w after %v: %w", queue.ErrTimeout, j.Timeout, err)
 	}
-	if queue.IsCancel(err) {
+	o = queue.NextOutcome(j, nil, err, func(err error) (bool, time.Duration) {
+		if !w.shouldRetry(x, err, log) {
+			return false, 0
+		}
+		return true, w.retryDelay(x, j, err, log)
+	})
+	switch o.State {
+	case queue.StateCancelled:
 		log.Info("job cancelled by its task", "err", errText(err))
-		return queue.Cancelled(j, err), true
+	case queue.StateAvailable, queue.StateScheduled:
+		log.Debug("job snoozed by its task; the attempt does not count", "snooze", o.Delay)
+		w.stats.snoozed.Add(1)
+	case queue.StateRetryable:
+		log.Warn("attempt failed; will retry", "err", o.Error, "retry_in", o.Delay)
+	default:
+		log.Error("job failed", "err", o.Error)
+		w.runFailed(jobCtx, x, err, log)
 	}
-	retry := queue.RetriesLeft(j) && w.shouldRetry(x, err, log)
-	o = queue.NextOutcome(j, nil, err, retry)
-	if o.State == queue.StateRetryable {
-		log.Warn("attempt failed; will retry", "err", o.Error, "retry_in", j.RetryDelay)
-		return o, true
-	}
-	log.Error("job failed", "err", o.Error)
-	w.runFailed(jobCtx, x, err, log)
 	return o, true
 }
 
@@ -127,6 +133,18 @@ func (w *Worker) shouldRetry(x *queue.Execution, err error, log jobLogger) (retr
 		}
 	}()
 	return x.ShouldRetry(err)
+}
+
+// retryDelay asks the task (NextRetry, Config.Backoff) how long the failed
+// attempt of j waits; a panic there falls back to the fixed retry delay.
+func (w *Worker) retryDelay(x *queue.Execution, j *queue.Job, err error, log jobLogger) (d time.Duration) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("NextRetry or Backoff panicked; retrying after the job's retry delay", "panic", fmt.Sprint(r), "retry_in", j.RetryDelay)
+			d = j.RetryDelay
+		}
+	}()
+	return x.RetryDelay(j, err)
 }
 
 func (w *Worker) runFailed(jobCtx context.Context, x *queue.Execution, err error, log jobLogger) {

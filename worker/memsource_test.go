@@ -155,6 +155,14 @@ func (m *memSource) rescue(id uuid.UUID) {
 	j.errors = append(j.errors, queue.LeaseExpiredText(j.owner))
 }
 
+// makeDue moves a scheduled or retryable job's run time to now, as if its
+// delay had passed, so that tests of long delays need not wait for them.
+func (m *memSource) makeDue(id uuid.UUID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.jobs[id].runAt = time.Now()
+}
+
 // cancelJob is an operator's cancel of a running job.
 func (m *memSource) cancelJob(id uuid.UUID) {
 	m.mu.Lock()

@@ -77,6 +77,7 @@ func Run(t *testing.T, h Harness) {
 		{"LostLeasesReported", testLostLeases},
 		{"UnstorableOutcomeFailsAlone", testUnstorableOutcome},
 		{"HandBack", testHandBack},
+		{"SnoozeKeepsTheAttempt", testSnooze},
 		{"BatchDispatch", testBatchDispatch},
 		{"Priority", testPriority},
 		{"Transactions", testTransactions},
@@ -493,6 +494,51 @@ func testHandBack(t *testing.T, h Harness) {
 	}
 	if again := claimWithin(t, ctx, a, "handback", "w2", 1, time.Minute, 5*time.Second)[0]; again.Attempt != 1 || again.Token <= c.Token {
 		t.Fatalf("handed-back job reclaimed at attempt %d token %d (was %d), want attempt 1 (the handed-back attempt does not count) and a larger token", again.Attempt, again.Token, c.Token)
+	}
+}
+
+// testSnooze: the outcome a worker writes when Handle returns queue.Snooze
+// (a hand-back scheduled later) spends no attempt and adds no error: a job
+// without retries snoozes twice, waits out each delay, and still completes
+// on its first counted attempt.
+func testSnooze(t *testing.T, h Harness) {
+	ctx, a := ctxFor(t), h.New(t)
+	j := newJob("snooze")
+	j.MaxRetries = 0
+	insert(t, ctx, a, j)
+	var token int64
+	var snoozedAt time.Time
+	for i := range 3 {
+		c := claimWithin(t, ctx, a, "snooze", "w", 1, time.Minute, 15*time.Second)[0]
+		if c.ID != j.ID || c.Attempt != 1 || c.Token <= token {
+			t.Fatalf("claim %d: job %s at attempt %d token %d (previous %d); want attempt 1 every time (a snooze does not count) and a larger token", i+1, c.ID, c.Attempt, c.Token, token)
+		}
+		if i > 0 && time.Since(snoozedAt) < 900*time.Millisecond {
+			t.Fatalf("claim %d came %v after a 1s snooze", i+1, time.Since(snoozedAt))
+		}
+		token = c.Token
+		if i == 2 {
+			finish(t, ctx, a, "w", out(c, queue.StateCompleted))
+			break
+		}
+		o := queue.NextOutcome(c, nil, fmt.Errorf("partner busy: %w", queue.Snooze(time.Second)), nil)
+		if o.State != queue.StateScheduled || o.Counts() || o.Error != "" {
+			t.Fatalf("the rules made %+v of a snooze, want a scheduled hand-back", o)
+		}
+		snoozedAt = time.Now()
+		if n := finish(t, ctx, a, "w", o); n != 1 {
+			t.Fatalf("snooze %d: Finish applied %d, want 1", i+1, n)
+		}
+		if info := get(t, ctx, a, j.ID); info != nil && (info.State != queue.StateScheduled || info.Attempt != 0 || len(info.Errors) != 0 || info.FinishedAt != nil) {
+			t.Fatalf("snoozed job = state %s attempt %d errors %v; want scheduled, attempt 0, no errors", info.State, info.Attempt, info.Errors)
+		}
+		maintain(t, ctx, a)
+		if early, err := claim(ctx, a, "snooze", "w", 10, time.Minute); err != nil || len(early) != 0 {
+			t.Fatalf("snooze %d: claim at once = %d jobs, %v; want none before the delay", i+1, len(early), err)
+		}
+	}
+	if info := get(t, ctx, a, j.ID); info != nil && (info.State != queue.StateCompleted || info.Attempt != 1 || len(info.Errors) != 0) {
+		t.Fatalf("job after two snoozes = state %s attempt %d errors %v; want completed at attempt 1, no errors", info.State, info.Attempt, info.Errors)
 	}
 }
 
