@@ -23,6 +23,13 @@
 //	id, err := client.Dispatch(ctx, &SendEmail{To: "a@example.com"}, queue.OnQueue("high"), queue.Delay(time.Minute))
 //	id, err := client.DispatchTx(ctx, tx, &SendEmail{...}) // tx: pgx.Tx, *sql.Tx or *gorm.DB
 //
+// A worker decodes every job into a new value of its task type. Handle gets
+// its dependencies (a database handle, a mailer, an HTTP client) from a
+// function registered with RegisterFactory, which fills the fields that do
+// not travel:
+//
+//	queue.RegisterFactory(reg, func() *SendEmail { return &SendEmail{mailer: mailer} })
+//
 // Package queue imports no backend. Adapters (adapters/postgres and others)
 // register themselves by name, the way database/sql drivers do.
 package queue

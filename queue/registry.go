@@ -3,9 +3,12 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
+	"runtime/debug"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -24,16 +27,23 @@ type entry struct {
 	kind   string
 	goType string
 	cfg    Resolved
-	// decode builds a fresh task value from a payload.
-	decode func(payload []byte) (any, error)
+	// target returns a pointer to a fresh value for a payload to be decoded
+	// into. Only a factory's can fail, with an error wrapping ErrFactory.
+	target func() (any, error)
+	// value turns a decoded target into the value Handle runs on.
+	value func(target any) any
 	// run calls Handle (or the function) on a decoded value.
 	run func(ctx context.Context, task any) (any, error)
 }
 
 // Register adds the task type of proto to reg. proto is a value of the type
-// (usually a pointer to a zero struct, &SendEmail{}); its fields are ignored.
-// The kind is proto's Kind() or its type name. Registering a kind twice, or a
-// type whose Config is invalid, returns an error.
+// (usually a pointer to a zero struct, &SendEmail{}); it only names the type.
+// Each job is decoded into a fresh zero value, so proto's fields are not
+// copied: a proto holding dependencies in fields the payload does not set
+// (unexported ones, or json:"-" ones) is refused with ErrInvalidConfig; build
+// such tasks with RegisterFactory. The kind is proto's Kind() or its type
+// name. Registering a kind twice, or a type whose Config is invalid, returns
+// an error.
 //
 //	queue.Register(reg, &SendEmail{})
 func Register[R any](reg *Registry, proto Task[R]) error {
@@ -57,25 +67,26 @@ func Register[R any](reg *Registry, proto Task[R]) error {
 	if err != nil {
 		return fmt.Errorf("register %s: %w", kind, err)
 	}
-	e := &entry{
+	if elem.Kind() == reflect.Struct && !isNil(proto) {
+		sv := reflect.ValueOf(proto)
+		if isPtr {
+			sv = sv.Elem()
+		}
+		if name := firstSet(sv, fieldsOf(elem).deps); name != "" {
+			return fmt.Errorf("%w: register %s: the prototype %s sets field %s, which Register does not keep (each job is decoded into a fresh zero value); "+
+				"to give tasks dependencies, register a function that builds them with queue.RegisterFactory", ErrInvalidConfig, kind, t, name)
+		}
+	}
+	return reg.add(&entry{
 		kind:   kind,
 		goType: t.String(),
 		cfg:    cfg,
-		decode: func(payload []byte) (any, error) {
-			v := reflect.New(elem)
-			if err := json.Unmarshal(payload, v.Interface()); err != nil {
-				return nil, err
-			}
-			if isPtr {
-				return v.Interface(), nil
-			}
-			return v.Elem().Interface(), nil
-		},
+		target: func() (any, error) { return reflect.New(elem).Interface(), nil },
+		value:  derefUnless(isPtr),
 		run: func(ctx context.Context, task any) (any, error) {
 			return task.(Task[R]).Handle(ctx)
 		},
-	}
-	return reg.add(e)
+	})
 }
 
 // MustRegister is Register that panics on error, for package-level setup.
@@ -83,6 +94,117 @@ func MustRegister[R any](reg *Registry, proto Task[R]) {
 	if err := Register(reg, proto); err != nil {
 		panic(err)
 	}
+}
+
+// RegisterFactory adds the task type T to reg, with newTask building the
+// value each job runs on: the way to give Handle its database handle, mailer
+// or HTTP client without package-level variables.
+//
+//	queue.RegisterFactory(reg, func() *SendEmail { return &SendEmail{mailer: m} })
+//
+// The payload stays exactly the exported fields. newTask sets dependencies
+// only, in fields the payload does not set: unexported fields, or exported
+// ones tagged json:"-". For every job the worker copies the value newTask
+// returns into a new value of T and decodes the payload into that copy, so
+//
+//   - every execution has a value of its own, even if newTask returns the
+//     same pointer each time; the copy is shallow, so what a dependency
+//     field points to (a *sql.DB, a mailer) is shared, as it is meant to be,
+//     and state one execution must not share with another (a buffer, a map)
+//     has to be made anew in each call of newTask;
+//   - a payload field newTask leaves non-zero would silently become a
+//     default for jobs whose payload lacks it, so it is an error.
+//
+// T is a struct type or a pointer to one. Its kind and Config are read from
+// a zero T, as a dispatcher reads them from a value without dependencies, so
+// Kind() and Config() must not depend on injected fields. Hooks (Failed,
+// ShouldRetry), TaskBase metadata and a worker's Resolver see the built value.
+//
+// RegisterFactory calls newTask once to check it, and returns an error
+// wrapping ErrFactory if it panics, returns nil or sets a payload field.
+// Workers call newTask for every job they claim, on their fetch loop and
+// possibly from several goroutines: keep it cheap (assemble a struct, no
+// I/O) and safe for concurrent use. When it misbehaves there, the job it was
+// building fails with an error wrapping ErrFactory; the worker goes on.
+func RegisterFactory[T Task[R], R any](reg *Registry, newTask func() T) error {
+	t := reflect.TypeFor[T]()
+	if reg == nil {
+		return fmt.Errorf("%w: RegisterFactory called with a nil *Registry; create one with queue.NewRegistry", ErrInvalidConfig)
+	}
+	if newTask == nil {
+		return fmt.Errorf("%w: RegisterFactory called with a nil function for %s", ErrNotATask, t)
+	}
+	isPtr := t.Kind() == reflect.Pointer
+	elem := t
+	if isPtr {
+		elem = t.Elem()
+	}
+	if elem.Kind() != reflect.Struct {
+		return fmt.Errorf("%w: RegisterFactory needs a struct type or a pointer to one, not %s (a task without fields needs no factory; use queue.Register)", ErrNotATask, t)
+	}
+	zero := reflect.New(elem)
+	if !isPtr {
+		zero = zero.Elem()
+	}
+	kind, err := kindOf(zero.Interface())
+	if err != nil {
+		return err
+	}
+	cfg, err := configOf(zero.Interface()).Resolve()
+	if err != nil {
+		return fmt.Errorf("register %s: %w", kind, err)
+	}
+	payload := fieldsOf(elem).payload
+	target := func() (v any, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				v, err = nil, fmt.Errorf("%w: %s: the factory panicked: %v\n%s", ErrFactory, kind, p, debug.Stack())
+			}
+		}()
+		built := reflect.ValueOf(newTask())
+		if isPtr {
+			if built.IsNil() {
+				return nil, fmt.Errorf("%w: %s: the factory returned a nil %s; return a new value from each call", ErrFactory, kind, t)
+			}
+			built = built.Elem()
+		}
+		if name := firstSet(built, payload); name != "" {
+			return nil, fmt.Errorf("%w: %s: the factory set the payload field %s; payload fields come from the job, so the factory must leave them zero "+
+				"(keep dependencies in unexported fields or fields tagged json:\"-\")", ErrFactory, kind, name)
+		}
+		fresh := reflect.New(elem)
+		fresh.Elem().Set(built)
+		return fresh.Interface(), nil
+	}
+	if _, err := target(); err != nil {
+		return fmt.Errorf("register %s: %w", kind, err)
+	}
+	return reg.add(&entry{
+		kind:   kind,
+		goType: t.String(),
+		cfg:    cfg,
+		target: target,
+		value:  derefUnless(isPtr),
+		run: func(ctx context.Context, task any) (any, error) {
+			return task.(T).Handle(ctx)
+		},
+	})
+}
+
+// MustRegisterFactory is RegisterFactory that panics on error, for setup code.
+func MustRegisterFactory[T Task[R], R any](reg *Registry, newTask func() T) {
+	if err := RegisterFactory(reg, newTask); err != nil {
+		panic(err)
+	}
+}
+
+// derefUnless returns the value function of an entry: the decoded pointer
+// itself for pointer task types, else the value it points to.
+func derefUnless(isPtr bool) func(target any) any {
+	if isPtr {
+		return func(target any) any { return target }
+	}
+	return func(target any) any { return reflect.ValueOf(target).Elem().Interface() }
 }
 
 func (reg *Registry) add(e *entry) error {
@@ -122,8 +244,9 @@ func (reg *Registry) Config(kind string) (Resolved, bool) {
 }
 
 // Prepare decodes a job's payload into a fresh task value of its kind and sets
-// its metadata. It fails with ErrUnknownKind or ErrDecode; a worker moves such
-// a job to failed with the error as the reason.
+// its metadata. It fails with ErrUnknownKind, ErrDecode, or ErrFactory (the
+// kind's factory misbehaved); a worker moves such a job to failed with the
+// error as the reason.
 func (reg *Registry) Prepare(kind string, payload []byte, meta Metadata) (*Execution, error) {
 	reg.mu.RLock()
 	e, ok := reg.entries[kind]
@@ -134,10 +257,14 @@ func (reg *Registry) Prepare(kind string, payload []byte, meta Metadata) (*Execu
 	if len(payload) == 0 {
 		payload = []byte("{}")
 	}
-	task, err := e.decode(payload)
+	target, err := e.target()
 	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(payload, target); err != nil {
 		return nil, fmt.Errorf("%w: kind %s: %v", ErrDecode, kind, err)
 	}
+	task := e.value(target)
 	SetMetadata(task, meta)
 	return &Execution{Meta: meta, Config: e.cfg, task: task, e: e, payload: payload}, nil
 }
@@ -236,14 +363,9 @@ func RegisterFunc[A, R any](reg *Registry, f *Func[A, R]) error {
 		kind:   f.name,
 		goType: fmt.Sprintf("func(context.Context, %T)", zero),
 		cfg:    cfg,
-		decode: func(payload []byte) (any, error) {
-			var a A
-			if err := json.Unmarshal(payload, &a); err != nil {
-				return nil, err
-			}
-			return a, nil
-		},
-		run: func(ctx context.Context, args any) (any, error) { return f.fn(ctx, args.(A)) },
+		target: func() (any, error) { return new(A), nil },
+		value:  func(target any) any { return *target.(*A) },
+		run:    func(ctx context.Context, args any) (any, error) { return f.fn(ctx, args.(A)) },
 	})
 }
 
@@ -324,4 +446,113 @@ func configOf(task any) Config {
 		return c.Config()
 	}
 	return Config{}
+}
+
+// ErrFactory means a function registered with RegisterFactory misbehaved: it
+// panicked, returned nil, or set a payload field. A worker fails the job it
+// was building with the reason and goes on.
+var ErrFactory = errors.New("tasq: task factory misbehaved")
+
+// KindOf returns the kind task is stored under: its Kind(), or the name of
+// its type (without the pointer). It fails with ErrNotATask for nil, for an
+// empty Kind() and for a type without a name.
+func KindOf(task any) (string, error) {
+	if reflect.TypeOf(task) == nil {
+		return "", fmt.Errorf("%w: KindOf(nil)", ErrNotATask)
+	}
+	return kindOf(task)
+}
+
+// taskFields splits the fields of a task struct type into those a payload
+// decodes into and those it never sets, as index paths for FieldByIndex.
+type taskFields struct {
+	// payload: the fields encoding/json sets, exported and not tagged
+	// json:"-", including those promoted from embedded structs. An embedded
+	// pointer to a struct with such fields counts as one payload field
+	// (encoding/json allocates it).
+	payload [][]int
+	// deps: the fields a payload never sets (unexported, or tagged
+	// json:"-"), except an embedded TaskBase, whose metadata the worker sets.
+	deps [][]int
+}
+
+var taskBaseType = reflect.TypeFor[TaskBase]()
+
+// maxEmbedDepth bounds the walk through embedded structs.
+const maxEmbedDepth = 16
+
+func fieldsOf(t reflect.Type) taskFields {
+	var f taskFields
+	f.walk(t, nil, 0)
+	return f
+}
+
+func (f *taskFields) walk(t reflect.Type, prefix []int, depth int) {
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		idx := append(append([]int(nil), prefix...), i)
+		tag := sf.Tag.Get("json")
+		if tag == "-" {
+			f.deps = append(f.deps, idx)
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if sf.Anonymous {
+			ft := sf.Type
+			isPtr := ft.Kind() == reflect.Pointer
+			if isPtr {
+				ft = ft.Elem()
+			}
+			switch {
+			case ft == taskBaseType:
+				continue
+			case !sf.IsExported() && ft.Kind() != reflect.Struct:
+				f.deps = append(f.deps, idx)
+				continue
+			case name == "" && ft.Kind() == reflect.Struct && depth < maxEmbedDepth:
+				if !isPtr {
+					f.walk(ft, idx, depth+1)
+					continue
+				}
+				var sub taskFields
+				sub.walk(ft, nil, depth+1)
+				if len(sub.payload) > 0 {
+					f.payload = append(f.payload, idx)
+				} else {
+					f.deps = append(f.deps, idx)
+				}
+				continue
+			}
+			f.payload = append(f.payload, idx)
+			continue
+		}
+		if sf.IsExported() {
+			f.payload = append(f.payload, idx)
+		} else {
+			f.deps = append(f.deps, idx)
+		}
+	}
+}
+
+// firstSet returns the name of the first field of the struct value v, among
+// paths, that is not zero ("" if none is). A field behind a nil embedded
+// pointer is zero.
+func firstSet(v reflect.Value, paths [][]int) string {
+	for _, p := range paths {
+		fv, err := v.FieldByIndexErr(p)
+		if err != nil || fv.IsZero() {
+			continue
+		}
+		t := v.Type()
+		names := make([]string, len(p))
+		for i, j := range p {
+			if t.Kind() == reflect.Pointer {
+				t = t.Elem()
+			}
+			sf := t.Field(j)
+			names[i], t = sf.Name, sf.Type
+		}
+		return strings.Join(names, ".")
+	}
+	return ""
 }
