@@ -74,7 +74,7 @@ func TestWorkerStatementsKeepIndexPlans(t *testing.T) {
 		args []any
 		want []string
 	}{
-		"finish":       {finishSQL, []any{ids, nums, strs, strs, strs, nums, bools, ints, "w", 20}, []string{"Function Scan on u", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"finish":       {finishSQL, []any{ids, nums, strs, strs, strs, nums, bools, ints, "w", 20, true}, []string{"Function Scan on u", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 		"claim":        {claimSQL, []any{"default", 2000, "w", int64(30000), nil}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 		"claim kinds":  {claimSQL, []any{"default", 2000, "w", int64(30000), []string{"k", "other"}}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 		"extend lease": {extendSQL, []any{ids, nums, "w", int64(30000)}, []string{"Index Scan using tasq_jobs_pkey on tasq_jobs j"}},

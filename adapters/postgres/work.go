@@ -26,20 +26,44 @@ import (
 // attempt is capped below the integer maximum (and the schema's CHECK) so
 // that no stored value can make the claim of a whole queue fail; such a row
 // comes back exhausted and the worker fails it.
-const claimSQL = `
-WITH picked AS (
+//
+// A queue with a row in tasq_queues (paused or limited) is not claimed here:
+// the statement then claims nothing and returns one marker row whose id is
+// NULL, and Claim takes the controlled path (claimControlled). For any other
+// queue the check costs one primary-key lookup of that small table, made
+// once per statement.
+var claimSQL = `
+WITH controlled AS MATERIALIZED (
+    SELECT 1 FROM tasq_queues WHERE name = $1
+), picked AS (
     SELECT id FROM tasq_jobs
     WHERE state = 'available' AND queue = $1 AND ($5::text[] IS NULL OR kind = ANY($5::text[]))
+      AND NOT EXISTS (SELECT FROM controlled)
     ORDER BY priority DESC, run_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tasq_jobs AS j SET ` + claimSet("$3", "$4", "now()") + `
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING ` + claimedColumns + `
 )
-UPDATE tasq_jobs AS j
-SET state = 'running', attempt = least(j.attempt, 2147483645) + 1, claim_token = j.claim_token + 1,
-    attempted_at = now(), attempted_by = $3, lease_expires_at = now() + $4 * interval '1 millisecond'
-FROM picked
-WHERE j.id = picked.id
-RETURNING j.id, j.claim_token, j.kind, j.queue, j.payload, j.priority, j.attempt, j.max_retries, j.retry_delay_ms, j.timeout_ms, j.dispatched_at`
+SELECT * FROM claimed
+UNION ALL
+SELECT NULL::uuid, NULL::bigint, NULL::text, NULL::text, NULL::jsonb, NULL::smallint, NULL::int, NULL::int, NULL::bigint, NULL::bigint, NULL::timestamptz
+FROM controlled`
+
+// claimSet is the SET list of the UPDATE that leases claimed jobs to worker
+// (a parameter) for lease milliseconds under a new claim token, attempted at
+// at: the transaction's time, or the controlled claim's clock, with which its
+// start limits count.
+func claimSet(worker, lease, at string) string {
+	return `state = 'running', attempt = least(j.attempt, 2147483645) + 1, claim_token = j.claim_token + 1,
+        attempted_at = ` + at + `, attempted_by = ` + worker + `, lease_expires_at = now() + ` + lease + ` * interval '1 millisecond'`
+}
+
+// claimedColumns are what a claim returns of each job, as scanClaimed reads them.
+const claimedColumns = `j.id, j.claim_token, j.kind, j.queue, j.payload, j.priority, j.attempt, j.max_retries, j.retry_delay_ms, j.timeout_ms, j.dispatched_at`
 
 // maxDurationMS is the longest duration, in milliseconds, a time.Duration holds.
 const maxDurationMS = int64(math.MaxInt64 / int64(time.Millisecond))
@@ -56,39 +80,60 @@ func (a *Adapter) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue.J
 		kinds = req.Kinds
 	}
 	jobs := make([]*queue.Job, 0, req.Limit)
+	var controlled bool
 	err := a.pinned(ctx, func(rows pgx.Rows) error {
-		for rows.Next() {
-			var (
-				j                  queue.Job
-				id                 pgtype.UUID
-				retryMS, timeoutMS int64
-				attempt, retries   int32
-				dispatched         pgtype.Timestamptz
-			)
-			if err := rows.Scan(&id, &j.Token, &j.Kind, &j.Queue, &j.Payload, &j.Priority, &attempt, &retries, &retryMS, &timeoutMS, &dispatched); err != nil {
-				return err
-			}
-			j.ID = uuid.UUID(id.Bytes)
-			j.Attempt, j.MaxRetries = int(attempt), int(retries)
-			switch {
-			case dispatched.InfinityModifier != pgtype.Finite:
-				j.Invalid = fmt.Errorf("tasq/postgres: job %s has dispatched_at at infinity, which no job can have", j.ID)
-			case retryMS < 0 || retryMS > maxDurationMS || timeoutMS < 0 || timeoutMS > maxDurationMS:
-				j.Invalid = fmt.Errorf("tasq/postgres: job %s has retry_delay_ms %d / timeout_ms %d, out of range", j.ID, retryMS, timeoutMS)
-			case retries < 0:
-				j.Invalid = fmt.Errorf("tasq/postgres: job %s has max_retries %d, below zero", j.ID, retries)
-			}
-			j.DispatchedAt = dispatched.Time
-			j.RetryDelay = time.Duration(retryMS) * time.Millisecond
-			j.Timeout = time.Duration(timeoutMS) * time.Millisecond
-			jobs = append(jobs, &j)
-		}
-		return nil
+		var err error
+		jobs, controlled, err = scanClaimed(rows, jobs)
+		return err
 	}, a.sql.q(claimSQL), req.Queue, req.Limit, req.WorkerID, req.Lease.Milliseconds(), kinds)
 	if err != nil {
 		return nil, wrapErr("claim jobs", err)
 	}
+	if controlled {
+		a.controlled.Store(req.Queue, true)
+		return a.claimControlled(ctx, req, kinds)
+	}
 	return jobs, nil
+}
+
+// scanClaimed appends the jobs a claim returned (claimedColumns) to jobs.
+// marker reports claimSQL's marker row: the queue is paused or limited.
+func scanClaimed(rows pgx.Rows, jobs []*queue.Job) (_ []*queue.Job, marker bool, err error) {
+	for rows.Next() {
+		var (
+			j                  queue.Job
+			id                 pgtype.UUID
+			token              pgtype.Int8
+			kind, q            pgtype.Text
+			priority           pgtype.Int2
+			retryMS, timeoutMS pgtype.Int8
+			attempt, retries   pgtype.Int4
+			dispatched         pgtype.Timestamptz
+		)
+		if err := rows.Scan(&id, &token, &kind, &q, &j.Payload, &priority, &attempt, &retries, &retryMS, &timeoutMS, &dispatched); err != nil {
+			return jobs, marker, err
+		}
+		if !id.Valid {
+			marker = true
+			continue
+		}
+		j.ID = uuid.UUID(id.Bytes)
+		j.Token, j.Kind, j.Queue, j.Priority = token.Int64, kind.String, q.String, priority.Int16
+		j.Attempt, j.MaxRetries = int(attempt.Int32), int(retries.Int32)
+		switch {
+		case dispatched.InfinityModifier != pgtype.Finite:
+			j.Invalid = fmt.Errorf("tasq/postgres: job %s has dispatched_at at infinity, which no job can have", j.ID)
+		case retryMS.Int64 < 0 || retryMS.Int64 > maxDurationMS || timeoutMS.Int64 < 0 || timeoutMS.Int64 > maxDurationMS:
+			j.Invalid = fmt.Errorf("tasq/postgres: job %s has retry_delay_ms %d / timeout_ms %d, out of range", j.ID, retryMS.Int64, timeoutMS.Int64)
+		case retries.Int32 < 0:
+			j.Invalid = fmt.Errorf("tasq/postgres: job %s has max_retries %d, below zero", j.ID, retries.Int32)
+		}
+		j.DispatchedAt = dispatched.Time
+		j.RetryDelay = time.Duration(retryMS.Int64) * time.Millisecond
+		j.Timeout = time.Duration(timeoutMS.Int64) * time.Millisecond
+		jobs = append(jobs, &j)
+	}
+	return jobs, marker, rows.Err()
 }
 
 // finishSQL applies a batch of outcomes in one statement (after
@@ -99,8 +144,9 @@ func (a *Adapter) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue.J
 // job is still running, can finish it. What each outcome does was decided in
 // Go (queue.Outcome's methods): finishes sets finished_at, uncount takes a
 // handed-back attempt back, delay_ms >= 0 sets run_at. It returns one row:
-// how many outcomes applied, and the queues that got jobs back (to wake
-// their workers).
+// how many outcomes applied, the queues that got jobs back (to wake their
+// workers), and, when $11, every queue a job of the batch belonged to (a
+// finished job makes room in a limited queue).
 const finishSQL = `
 WITH done AS (
     UPDATE tasq_jobs AS j SET
@@ -118,7 +164,8 @@ WITH done AS (
     WHERE j.id = u.id AND j.claim_token = u.token AND j.state::text = 'running' AND j.attempted_by = $9
     RETURNING j.queue, j.state
 )
-SELECT count(*), coalesce(array_agg(DISTINCT queue) FILTER (WHERE state = 'available'), '{}') FROM done`
+SELECT count(*), coalesce(array_agg(DISTINCT queue) FILTER (WHERE state = 'available'), '{}'),
+       coalesce(array_agg(DISTINCT queue) FILTER (WHERE $11), '{}') FROM done`
 
 // pinnedPlanSQL runs, in the same pipeline, before every statement a worker
 // repeats (claim, finish, lease renewal, promotion, rescue). It pins their
@@ -166,6 +213,9 @@ func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.
 	}
 	outcomes = outs
 	n, err := a.finish(ctx, workerID, outcomes)
+	if err == nil {
+		a.finished(outcomes) // Wait: name the finished jobs for waiting clients (await.go)
+	}
 	if err == nil || !isDataError(err) {
 		return n, err
 	}
@@ -180,6 +230,7 @@ func (a *Adapter) Finish(ctx context.Context, workerID string, outcomes []queue.
 		}
 		applied += n
 	}
+	a.finished(outcomes) // Wait (await.go)
 	return applied, nil
 }
 
@@ -220,21 +271,25 @@ func (a *Adapter) finish(ctx context.Context, workerID string, outcomes []queue.
 		}
 	}
 	var applied int64
-	var wake []string
+	var wake, touched []string
+	anyControlled := a.anyControlled()
 	err := a.pinned(ctx, func(rows pgx.Rows) error {
 		if !rows.Next() {
 			return rows.Err()
 		}
-		return rows.Scan(&applied, &wake)
-	}, a.sql.q(finishSQL), ids, tokens, states, results, errs, delays, finishes, uncount, workerID, queue.MaxErrorHistory)
+		return rows.Scan(&applied, &wake, &touched)
+	}, a.sql.q(finishSQL), ids, tokens, states, results, errs, delays, finishes, uncount, workerID, queue.MaxErrorHistory, anyControlled)
 	if err != nil {
 		return 0, wrapErr("finish jobs", err)
 	}
+	var queues map[string]bool
 	if len(wake) > 0 {
-		queues := make(map[string]bool, len(wake))
+		queues = make(map[string]bool, len(wake))
 		for _, q := range wake {
 			queues[q] = true
 		}
+	}
+	if queues = a.wakeControlled(touched, queues); len(queues) > 0 {
 		a.notify(ctx, queues)
 	}
 	return int(applied), nil

@@ -111,6 +111,8 @@ type benchFlags struct {
 	batch       int
 	json        bool
 	cpuProfile  string
+	// limits on the benchmark's queue, to measure what the controlled claim costs
+	limits queue.QueueLimits
 
 	// used-table
 	finished      int
@@ -192,6 +194,9 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
 	fl.IntVar(&f.batch, "batch", 1000, "jobs per DispatchMany call when inserting")
 	fl.BoolVar(&f.json, "json", false, "also print a RESULT {json} line per workload")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the workloads to this file (go tool pprof)")
+	fl.IntVar(&f.limits.Total.MaxRunning, "max-running", 0, "limit the benchmark queue to this many running jobs across the fleet (0: no limit)")
+	fl.IntVar(&f.limits.Total.MaxStarts, "max-starts", 0, "limit the benchmark queue to this many starts per --per (0: no limit)")
+	fl.DurationVar(&f.limits.Total.Per, "per", 0, "the interval of --max-starts")
 	fl.IntVar(&f.finished, "finished", 1000000, "used-table: finished (completed) rows to insert before the second burn-down")
 	fl.IntVar(&f.finishedBytes, "finished-payload", 256, "used-table: payload size in bytes of each finished row")
 	fl.IntVar(&f.purgeBatch, "purge-batch", 1000, "used-table: rows per Purge call (retention uses 1000)")
@@ -281,6 +286,15 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 	client, err := queue.NewClient(ad)
 	if err != nil {
 		return err
+	}
+	if err := ad.SetQueueLimits(ctx, benchQueue, f.limits); err != nil {
+		return fmt.Errorf("--max-running/--max-starts: %w", err)
+	}
+	if !f.limits.IsZero() {
+		defer func() {
+			err = errors.Join(err, ad.SetQueueLimits(context.WithoutCancel(ctx), benchQueue, queue.QueueLimits{}))
+		}()
+		fmt.Fprintf(errw, "queue %s limited: %s\n", benchQueue, describeLimits(f.limits))
 	}
 	con := newConsole(out, errw)
 	b := &bench{f: f, ad: ad, client: client, out: con.Out(), errw: con.Err(), con: con}
