@@ -51,6 +51,8 @@ type Config struct {
 	// deletes them (on backends that can: queue.Purger). Give every worker
 	// the same Retention: whichever leads applies its own.
 	Retention Retention
+	// Cron says how the worker fires periodic jobs (see CronConfig).
+	Cron CronConfig
 	// MaxTasks, when positive, makes Run return after that many jobs have been
 	// claimed and finished: a batch run.
 	MaxTasks int
@@ -191,6 +193,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	var err error
 	if c.Retention, err = c.Retention.withDefaults(); err != nil {
+		return c, err
+	}
+	if c.Cron, err = c.Cron.withDefaults(); err != nil {
 		return c, err
 	}
 	if c.CompletionBatchSize == 0 {
