@@ -36,11 +36,21 @@ type executions struct {
 	blocking int               // blocking slots in use
 	capacity int
 	stopped  error // set by cancelAll: Handles that start later are cancelled at once
+	// early holds cancels heard before their execution was added (the
+	// notice can overtake the claim's reply), with when they were heard.
+	early map[queue.Lease]time.Time
 }
 
 func newExecutions(capacity int) *executions {
 	return &executions{byLease: map[queue.Lease]*execution{}, runningN: map[uuid.UUID]int{}, capacity: capacity}
 }
+
+// Bounds of executions.early: cancels of executions that are not here are
+// kept earlyTTL (most are of other workers' jobs), at most earlyMax.
+const (
+	earlyTTL = time.Minute
+	earlyMax = 4096
+)
 
 // free returns the free slots and, within them, the free blocking slots.
 func (e *executions) free(blockingCap int) (free, freeBlocking int) {
@@ -81,6 +91,12 @@ func (e *executions) add(j *queue.Job, blocking bool) (*execution, bool) {
 		return nil, false
 	}
 	x := &execution{job: j, lease: j.Lease(), blocking: blocking, running: true}
+	if _, ok := e.early[x.lease]; ok {
+		// Cancelled by an operator before it got here: started reports it
+		// lost, and Handle never runs.
+		delete(e.early, x.lease)
+		x.lost = true
+	}
 	e.byLease[x.lease] = x
 	e.runningN[j.ID]++
 	return x, true
@@ -199,6 +215,33 @@ func (e *executions) markLost(ls []queue.Lease, cause error) (n int) {
 		}
 	}
 	return n
+}
+
+// markCancelled is markLost for one claim an operator cancelled. A claim that
+// is not here yet is remembered for a while, so that an execution added
+// after the cancel never starts.
+func (e *executions) markCancelled(l queue.Lease, cause error) (n int) {
+	e.mu.Lock()
+	if _, ok := e.byLease[l]; !ok {
+		now := time.Now()
+		if len(e.early) >= earlyMax/2 {
+			for k, at := range e.early {
+				if now.Sub(at) > earlyTTL {
+					delete(e.early, k)
+				}
+			}
+		}
+		if e.early == nil {
+			e.early = map[queue.Lease]time.Time{}
+		}
+		if len(e.early) < earlyMax {
+			e.early[l] = now
+		}
+		e.mu.Unlock()
+		return 0
+	}
+	e.mu.Unlock()
+	return e.markLost([]queue.Lease{l}, cause)
 }
 
 // newlyStuck returns running executions past their deadline by more than

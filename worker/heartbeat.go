@@ -65,7 +65,12 @@ func (w *Worker) renew(bg context.Context) {
 		}
 		return
 	}
-	if n := w.execs.markLost(lost, errLeaseLost); n > 0 {
+	cancelled, other := w.splitCancelled(bg, lost)
+	if n := w.execs.markLost(cancelled, errCancelledByOperator); n > 0 {
+		w.stats.lost.Add(int64(n))
+		w.log.InfoContext(bg, "jobs cancelled by an operator; their Handles' contexts are cancelled", "count", n)
+	}
+	if n := w.execs.markLost(other, errLeaseLost); n > 0 {
 		w.stats.lost.Add(int64(n))
 		w.log.WarnContext(bg, "claims lost (lease expired and rescued, or cancelled by an operator); their executions are cancelled", "count", n)
 	}

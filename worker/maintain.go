@@ -164,29 +164,43 @@ const (
 	slowBatch      = 200 * time.Millisecond
 )
 
-// listen forwards wake-ups from the backend's notifications. A subscription
-// that fails or ends while the worker runs is made again with backoff, so a
-// worker that could not listen at start (the role at its connection limit,
-// say) does not poll for the rest of its life.
+// listen forwards wake-ups from the backend's notifications, and, from a
+// queue.CancelListener, cancels the Handles of jobs an operator cancelled
+// (cancel.go). A subscription that fails or ends while the worker runs is
+// made again with backoff, so a worker that could not listen at start (the
+// role at its connection limit, say) does not poll for the rest of its life.
 func (w *Worker) listen(ctx context.Context, n queue.Notifier) {
+	cl, cancels := n.(queue.CancelListener)
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
-		ch, err := n.Subscribe(ctx)
-		if err != nil {
-			backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
-			w.log.WarnContext(ctx, "cannot listen for notifications; polling meanwhile, and trying again", "err", err,
-				"retry_in", backoff, "poll_interval", w.cfg.PollInterval)
-			if !sleepCtx(ctx, backoff) {
-				return
+		var err error
+		if cancels {
+			var ch <-chan queue.Notice
+			if ch, err = cl.Listen(ctx); err == nil {
+				backoff = 0
+				w.poke(w.wake) // whatever arrived while not listening
+				w.renew(ctx)   // and the cancels sent meanwhile
+				w.notices(ctx, ch)
+				continue
 			}
-			continue
+		} else {
+			var ch <-chan string
+			if ch, err = n.Subscribe(ctx); err == nil {
+				backoff = 0
+				w.poke(w.wake) // whatever arrived while not listening
+				for q := range ch {
+					if q == "" || w.serves(q) {
+						w.poke(w.wake)
+					}
+				}
+				continue
+			}
 		}
-		backoff = 0
-		w.poke(w.wake) // whatever arrived while not listening
-		for q := range ch {
-			if q == "" || w.serves(q) {
-				w.poke(w.wake)
-			}
+		backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
+		w.log.WarnContext(ctx, "cannot listen for notifications; polling meanwhile, and trying again", "err", err,
+			"retry_in", backoff, "poll_interval", w.cfg.PollInterval)
+		if !sleepCtx(ctx, backoff) {
+			return
 		}
 	}
 }

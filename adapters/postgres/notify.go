@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -23,13 +24,29 @@ func (a *Adapter) Subscribe(ctx context.Context) (<-chan string, error) {
 	if a.setup.Wakeups == WakeupsPoll {
 		return a.pollWakeups(ctx), nil
 	}
-	conn, err := a.listen(ctx)
+	out := make(chan string, 64)
+	err := a.listenLoop(ctx, []string{a.sql.channel},
+		func(n *pgconn.Notification) { deliver(out, n.Payload) },
+		func() { deliver(out, "") },
+		func() { close(out) })
 	if err != nil {
 		return nil, err
 	}
-	out := make(chan string, 64)
+	return out, nil
+}
+
+// listenLoop holds one dedicated connection LISTENing on channels and hands
+// each notification to got, until ctx is done; then it calls closed. When
+// the connection drops it reconnects with backoff and calls reconnected,
+// since notifications sent meanwhile were lost. It returns an error, and
+// starts nothing, when the first connection cannot be made.
+func (a *Adapter) listenLoop(ctx context.Context, channels []string, got func(*pgconn.Notification), reconnected, closed func()) error {
+	conn, err := a.listen(ctx, channels...)
+	if err != nil {
+		return err
+	}
 	go func() {
-		defer close(out)
+		defer closed()
 		backoff := 100 * time.Millisecond
 		for {
 			if conn == nil {
@@ -38,15 +55,18 @@ func (a *Adapter) Subscribe(ctx context.Context) (<-chan string, error) {
 					return
 				case <-time.After(backoff):
 				}
-				if conn, err = a.listen(ctx); err != nil {
+				if conn, err = a.listen(ctx, channels...); err != nil {
 					conn = nil
 					backoff = min(backoff*2, 5*time.Second)
 					continue
 				}
 				backoff = 100 * time.Millisecond
-				deliver(out, "")
+				reconnected()
 			}
 			n, err := conn.WaitForNotification(ctx)
+			if n != nil {
+				got(n)
+			}
 			if err != nil {
 				closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 				_ = conn.Close(closeCtx)
@@ -55,12 +75,10 @@ func (a *Adapter) Subscribe(ctx context.Context) (<-chan string, error) {
 				if ctx.Err() != nil {
 					return
 				}
-				continue
 			}
-			deliver(out, n.Payload)
 		}
 	}()
-	return out, nil
+	return nil
 }
 
 // deliver never blocks the listener: when the buffer is full, a wake-up for
@@ -76,14 +94,17 @@ func deliver(out chan string, q string) {
 	}
 }
 
-func (a *Adapter) listen(ctx context.Context) (*pgx.Conn, error) {
+// listen opens a connection for LISTEN (see Wakeups) and LISTENs on channels.
+func (a *Adapter) listen(ctx context.Context, channels ...string) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, a.listenCfg.Copy())
 	if err != nil {
 		return nil, wrapErr("connect listener", err)
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{a.sql.channel}.Sanitize()); err != nil {
-		_ = conn.Close(ctx)
-		return nil, wrapErr("listen", err)
+	for _, ch := range channels {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			_ = conn.Close(ctx)
+			return nil, wrapErr("listen", err)
+		}
 	}
 	return conn, nil
 }

@@ -24,9 +24,26 @@ const pingEvery = 30 * time.Second
 // messages published meanwhile were lost. The channel is closed when ctx is
 // done.
 func (a *Adapter) Subscribe(ctx context.Context) (<-chan string, error) {
-	ps, err := a.subscribe(ctx)
+	out := make(chan string, 64)
+	err := a.pubsub(ctx, []string{a.keys.channel()},
+		func(m *goredis.Message) { deliver(out, m.Payload) },
+		func() { deliver(out, "") },
+		func() { close(out) })
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// pubsub holds one pub/sub connection subscribed to channels and hands each
+// message to got, until ctx is done; then it calls closed. When the
+// connection drops it reconnects with backoff and calls reconnected, since
+// messages published meanwhile were lost. It returns an error, and starts
+// nothing, when the first subscription fails.
+func (a *Adapter) pubsub(ctx context.Context, channels []string, got func(*goredis.Message), reconnected, closed func()) error {
+	ps, err := a.subscribe(ctx, channels...)
+	if err != nil {
+		return err
 	}
 	var (
 		mu  sync.Mutex
@@ -48,9 +65,8 @@ func (a *Adapter) Subscribe(ctx context.Context) (<-chan string, error) {
 			_ = cur.Close()
 		}
 	})
-	out := make(chan string, 64)
 	go func() {
-		defer close(out)
+		defer closed()
 		defer stop()
 		backoff := 100 * time.Millisecond
 		pinged := false
@@ -61,13 +77,13 @@ func (a *Adapter) Subscribe(ctx context.Context) (<-chan string, error) {
 					return
 				case <-time.After(backoff):
 				}
-				if ps, err = a.subscribe(ctx); err != nil {
+				if ps, err = a.subscribe(ctx, channels...); err != nil {
 					backoff = min(backoff*2, 5*time.Second)
 					continue
 				}
 				setCur(ps)
 				backoff, pinged = 100*time.Millisecond, false
-				deliver(out, "")
+				reconnected()
 			}
 			msg, err := ps.ReceiveTimeout(ctx, pingEvery)
 			if ctx.Err() != nil {
@@ -92,31 +108,33 @@ func (a *Adapter) Subscribe(ctx context.Context) (<-chan string, error) {
 			pinged = false
 			switch m := msg.(type) {
 			case *goredis.Message:
-				deliver(out, m.Payload)
+				got(m)
 			case *goredis.Subscription:
-				// go-redis re-subscribed on a new connection by itself.
+				// go-redis re-subscribed on a new connection by itself
+				// (once per channel).
 				if m.Kind == "subscribe" {
-					deliver(out, "")
+					reconnected()
 				}
 			}
 		}
 	}()
-	return out, nil
+	return nil
 }
 
-// subscribe opens a pub/sub connection on the wake channel and waits for
-// the server's confirmation, so an unreachable server is an error here.
-func (a *Adapter) subscribe(ctx context.Context) (*goredis.PubSub, error) {
-	ch := a.keys.channel()
-	ps := a.client.Subscribe(ctx, ch)
-	msg, err := ps.ReceiveTimeout(ctx, 10*time.Second)
-	if err != nil {
-		_ = ps.Close()
-		return nil, a.wrap("subscribe to "+ch, err)
-	}
-	if _, ok := msg.(*goredis.Subscription); !ok {
-		_ = ps.Close()
-		return nil, fmt.Errorf("tasq/redis: subscribe to %s on %s: got %v instead of the confirmation", ch, a.addr, msg)
+// subscribe opens a pub/sub connection on channels and waits for the
+// server's confirmation of each, so an unreachable server is an error here.
+func (a *Adapter) subscribe(ctx context.Context, channels ...string) (*goredis.PubSub, error) {
+	ps := a.client.Subscribe(ctx, channels...)
+	for range channels {
+		msg, err := ps.ReceiveTimeout(ctx, 10*time.Second)
+		if err != nil {
+			_ = ps.Close()
+			return nil, a.wrap(fmt.Sprintf("subscribe to %v", channels), err)
+		}
+		if _, ok := msg.(*goredis.Subscription); !ok {
+			_ = ps.Close()
+			return nil, fmt.Errorf("tasq/redis: subscribe to %v on %s: got %v instead of the confirmation", channels, a.addr, msg)
+		}
 	}
 	return ps, nil
 }

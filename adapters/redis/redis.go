@@ -41,6 +41,7 @@
 //	<prefix>idx:<state>:<queue>  zset of job IDs in that state and queue by dispatched_at_us
 //	<prefix>queues               set of queue names that have jobs
 //	<prefix>wake                 pub/sub channel: the name of a queue that gained available jobs
+//	<prefix>ctrl                 pub/sub channel: "cancel <id> <token>" when an operator cancels a running job
 //
 // Finished jobs (completed, failed, cancelled) are kept, as in PostgreSQL,
 // until deleted (DeleteJob, `tasq jobs delete`): each costs its hash
@@ -111,8 +112,8 @@ type Options struct {
 }
 
 // Adapter is the Redis adapter. It implements queue.Adapter,
-// queue.Maintainer, queue.Notifier, queue.JobReader, queue.JobEditor and
-// queue.StatsReader, and is safe for concurrent use.
+// queue.Maintainer, queue.Notifier, queue.CancelListener, queue.JobReader,
+// queue.JobEditor and queue.StatsReader, and is safe for concurrent use.
 type Adapter struct {
 	client    goredis.UniversalClient
 	ownClient bool
@@ -223,6 +224,7 @@ func (k keys) idx(st queue.JobState, q string) string {
 func (k keys) all() string     { return k.prefix + "jobs" }
 func (k keys) queues() string  { return k.prefix + "queues" }
 func (k keys) channel() string { return k.prefix + "wake" }
+func (k keys) ctrl() string    { return k.prefix + "ctrl" }
 
 // splitPrefix removes the key_prefix parameter from a Redis URL, since
 // go-redis rejects parameters it does not know.

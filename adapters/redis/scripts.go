@@ -431,12 +431,14 @@ return {'ok'}
 `)
 
 // cancelScript cancels a job that has not finished; ARGV[3] is the error
-// history cap (queue.MaxErrorHistory). A running job's worker then finds its
-// outcome refused by the completion guard.
+// history cap (queue.MaxErrorHistory). For a running job it PUBLISHes
+// "cancel <id> <token>" on <prefix>ctrl, so that its worker cancels the
+// Handle at once (see Listen); the worker's outcome is refused by the
+// completion guard either way.
 var cancelScript = goredis.NewScript(prelude + `
 local id, cap = ARGV[2], tonumber(ARGV[3])
 local key = jobkey(id)
-local f = redis.call('HMGET', key, 'state', 'queue', 'priority', 'run_at_us', 'dispatched_at_us', 'attempt')
+local f = redis.call('HMGET', key, 'state', 'queue', 'priority', 'run_at_us', 'dispatched_at_us', 'attempt', 'token')
 local st = f[1]
 if not st then return {'missing'} end
 if st == 'available' then
@@ -453,6 +455,9 @@ redis.call('HSET', key, 'state', 'cancelled', 'finished_at_us', int(now))
 redis.call('HDEL', key, 'lease_expires_at_us')
 add_error(key, toint(f[6]), now, 'cancelled by operator', cap)
 move(id, f[2], st, 'cancelled', f[5])
+if st == 'running' and toint(f[7]) then
+  redis.call('PUBLISH', P .. 'ctrl', 'cancel ' .. id .. ' ' .. f[7])
+end
 return {'ok'}
 `)
 

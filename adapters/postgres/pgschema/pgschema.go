@@ -58,3 +58,29 @@ func Channel(schema string) string {
 	}
 	return DefaultChannel + "." + schema
 }
+
+// ControlChannel returns the LISTEN/NOTIFY channel on which the workers of
+// schema are told about changes to jobs they may hold: "tasq_ctrl" for
+// Default and "tasq_ctrl.<schema>" for any other. A notification's payload
+// is "cancel <job id> <claim token>" when an operator cancelled a running
+// job, or "await" when a client waits for jobs to finish (see DoneChannel).
+// The prefix has the length of DefaultChannel's, so every name Check
+// accepts fits.
+func ControlChannel(schema string) string { return sibling("tasq_ctrl", schema) }
+
+// DoneChannel returns the LISTEN/NOTIFY channel on which the workers of
+// schema report finished jobs to waiting clients: "tasq_done" for Default
+// and "tasq_done.<schema>" for any other. A notification's payload is job
+// IDs separated by commas. Workers send it only while a client has said
+// (on ControlChannel) that it waits.
+func DoneChannel(schema string) string { return sibling("tasq_done", schema) }
+
+// sibling names a channel like Channel does, with base instead of
+// DefaultChannel. base has DefaultChannel's length, so MaxLength holds for
+// it too (a test checks).
+func sibling(base, schema string) string {
+	if schema == "" || schema == Default {
+		return base
+	}
+	return base + "." + schema
+}
