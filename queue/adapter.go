@@ -50,6 +50,22 @@ type NewJob struct {
 	MaxRetries int
 	RetryDelay time.Duration
 	Timeout    time.Duration
+
+	// UniqueKey, when not nil, makes the job unique (see UniqueOpts): no
+	// second job with this key is stored while a job holding it is in one
+	// of its UniqueStates. Only a UniqueInserter stores such jobs; an
+	// adapter that is none refuses them (CheckPlainJobs).
+	UniqueKey []byte
+	// UniqueStates are the states in which the job holds UniqueKey.
+	UniqueStates []JobState
+	// UniqueReplace says that the job replaces the payload, tags, metadata
+	// and run time of a job holding its key that has not started.
+	UniqueReplace bool
+	// Tags and Meta label the job (WithTags, WithMeta): tags, and a JSON
+	// object (nil: none). An adapter that cannot store them refuses a job
+	// that has them (CheckPlainJobs).
+	Tags []string
+	Meta []byte
 }
 
 // CheckNewJobs validates a batch before an adapter stores any of it: not
@@ -84,6 +100,9 @@ func CheckNewJobs(jobs []NewJob) error {
 			return fmt.Errorf("%w: job %d (%s): MaxRetries %d is above the limit %d", ErrInvalidConfig, i, j.Kind, j.MaxRetries, MaxRetriesLimit)
 		case nulEscape(j.Payload) >= 0:
 			return fmt.Errorf("%w: job %d (%s): the payload holds a NUL character (\u0000), which PostgreSQL cannot store", ErrInvalidPayload, i, j.Kind)
+		}
+		if err := checkJobExtras(i, j); err != nil {
+			return err
 		}
 		if seen != nil {
 			seen[j.ID] = true
@@ -177,6 +196,10 @@ type JobInfo struct {
 	ErrorsOmitted int
 	// Token is the job's claim token (0 if never claimed).
 	Token int64
+	// Tags and Meta are what the dispatch attached (WithTags, WithMeta):
+	// nil when none, and on backends that store neither.
+	Tags []string
+	Meta json.RawMessage
 }
 
 // LastError returns the newest entry of the error history, or "".
@@ -192,6 +215,9 @@ type ListFilter struct {
 	State JobState
 	Queue string
 	Kind  string
+	// Tag keeps jobs that have this tag (WithTags). A backend that stores
+	// no tags has no job with one.
+	Tag string
 	// Since keeps jobs dispatched at or after it.
 	Since time.Time
 	// After continues a listing page by page: when set, only jobs that come

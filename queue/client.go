@@ -15,6 +15,7 @@ type Client struct {
 	adapter Adapter
 	named   map[string]Adapter
 	encoder Encoder
+	now     func() time.Time // WithClock; nil means time.Now
 }
 
 // Encoder turns a task into its job payload. The default is encoding/json;
@@ -76,6 +77,7 @@ type dispatchOpts struct {
 	delay      time.Duration
 	retryDelay time.Duration
 	priority   *int16
+	ext        dispatchExt // unique key, tags, metadata (unique.go, tags.go)
 }
 
 // OnQueue sends the job to queue name instead of the task's configured queue.
@@ -121,11 +123,11 @@ func WithPriority(p int16) DispatchOption {
 // Dispatch stores task as a new job and returns its ID. The job runs when a
 // worker serving its queue claims it.
 func (c *Client) Dispatch(ctx context.Context, task any, opts ...DispatchOption) (uuid.UUID, error) {
-	ids, err := c.dispatch(ctx, nil, []any{task}, opts)
+	res, err := c.dispatch(ctx, nil, []any{task}, opts)
 	if err != nil {
 		return uuid.Nil, err
 	}
-	return ids[0], nil
+	return res[0].ID, nil
 }
 
 // DispatchTx stores task as a new job inside the caller's transaction tx: the
@@ -135,17 +137,21 @@ func (c *Client) DispatchTx(ctx context.Context, tx any, task any, opts ...Dispa
 	if tx == nil || isNil(tx) {
 		return uuid.Nil, fmt.Errorf("%w: DispatchTx got a nil transaction", ErrTxUnsupported)
 	}
-	ids, err := c.dispatch(ctx, tx, []any{task}, opts)
+	res, err := c.dispatch(ctx, tx, []any{task}, opts)
 	if err != nil {
 		return uuid.Nil, err
 	}
-	return ids[0], nil
+	return res[0].ID, nil
 }
 
 // DispatchMany stores many tasks in one round trip per adapter, all or none,
 // applying opts to each. It returns the IDs in the order of tasks.
 func (c *Client) DispatchMany(ctx context.Context, tasks []any, opts ...DispatchOption) ([]uuid.UUID, error) {
-	return c.dispatch(ctx, nil, tasks, opts)
+	res, err := c.dispatch(ctx, nil, tasks, opts)
+	if err != nil {
+		return nil, err
+	}
+	return idsOf(res), nil
 }
 
 // DispatchManyTx is DispatchMany inside the caller's transaction.
@@ -153,10 +159,14 @@ func (c *Client) DispatchManyTx(ctx context.Context, tx any, tasks []any, opts .
 	if tx == nil || isNil(tx) {
 		return nil, fmt.Errorf("%w: DispatchManyTx got a nil transaction", ErrTxUnsupported)
 	}
-	return c.dispatch(ctx, tx, tasks, opts)
+	res, err := c.dispatch(ctx, tx, tasks, opts)
+	if err != nil {
+		return nil, err
+	}
+	return idsOf(res), nil
 }
 
-func (c *Client) dispatch(ctx context.Context, tx any, tasks []any, opts []DispatchOption) ([]uuid.UUID, error) {
+func (c *Client) dispatch(ctx context.Context, tx any, tasks []any, opts []DispatchOption) ([]Dispatched, error) {
 	if c == nil {
 		return nil, ErrNoDefaultClient
 	}
@@ -172,7 +182,6 @@ func (c *Client) dispatch(ctx context.Context, tx any, tasks []any, opts []Dispa
 			return nil, err
 		}
 	}
-	ids := make([]uuid.UUID, len(tasks))
 	// Group by adapter, keeping the first adapter's jobs in one slice in the
 	// common case of a single backend.
 	var order []Adapter
@@ -185,7 +194,6 @@ func (c *Client) dispatch(ctx context.Context, tx any, tasks []any, opts []Dispa
 			}
 			return nil, err
 		}
-		ids[i] = job.ID
 		if _, seen := groups[a]; !seen {
 			order = append(order, a)
 		}
@@ -202,20 +210,7 @@ func (c *Client) dispatch(ctx context.Context, tx any, tasks []any, opts []Dispa
 		return nil, fmt.Errorf("%w: these tasks go to %d different drivers (%v); a batch is stored all or none, which only one backend can promise: dispatch each driver's tasks in its own call", ErrMixedBatch, len(order), names)
 	}
 	a := order[0]
-	var err error
-	if tx != nil {
-		ti, ok := a.(TxInserter)
-		if !ok {
-			return nil, fmt.Errorf("%w: driver %s cannot store jobs inside a transaction; dispatch after the commit instead", ErrTxUnsupported, a.Name())
-		}
-		err = ti.InsertTx(ctx, tx, groups[a])
-	} else {
-		err = a.Insert(ctx, groups[a])
-	}
-	if err != nil {
-		return nil, fmt.Errorf("tasq: dispatch to %s: %w", a.Name(), err)
-	}
-	return ids, nil
+	return c.store(ctx, tx, a, groups[a])
 }
 
 func (c *Client) build(task any, o *dispatchOpts) (NewJob, Adapter, error) {
@@ -276,6 +271,9 @@ func (c *Client) build(task any, o *dispatchOpts) (NewJob, Adapter, error) {
 	}
 	if o.priority != nil {
 		job.Priority = *o.priority
+	}
+	if err := c.extend(task, &o.ext, &job); err != nil {
+		return NewJob{}, nil, err
 	}
 	return job, a, nil
 }

@@ -83,6 +83,9 @@ func checkJobs(jobs []queue.NewJob) error {
 	if err := queue.CheckNewJobs(jobs); err != nil {
 		return err
 	}
+	if err := queue.CheckPlainJobs("mysql", jobs); err != nil {
+		return err
+	}
 	for i := range jobs {
 		if n := utf8.RuneCountInString(jobs[i].Kind); n > maxKindLength {
 			return fmt.Errorf("%w: kind %.30q... is %d characters; the MySQL kind column holds %d", queue.ErrInvalidConfig, jobs[i].Kind, n, maxKindLength)

@@ -83,6 +83,9 @@ func (a *Adapter) GetJob(ctx context.Context, id uuid.UUID) (*queue.JobInfo, err
 
 // ListJobs implements queue.JobReader: newest first.
 func (a *Adapter) ListJobs(ctx context.Context, f queue.ListFilter) ([]*queue.JobInfo, error) {
+	if f.Tag != "" {
+		return nil, nil // this adapter stores no tags (queue.CheckPlainJobs)
+	}
 	var where []string
 	var args []any
 	if f.State != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,6 +36,52 @@ WITH ins AS (` + insertJobsSQL + `
     RETURNING queue, state
 )
 SELECT DISTINCT queue FROM ins WHERE state = 'available'`
+
+// insertTaggedJobsSQL is insertJobsSQL for a batch in which a job has tags
+// or metadata: two more arrays, $10 the tags of each job joined by commas
+// (a tag holds none, see queue.CheckTag) and $11 the metadata objects. A
+// batch without them takes insertJobsSQL, so plain dispatch does not pay
+// for them; the columns' defaults fill them in.
+const insertTaggedJobsSQL = `
+    INSERT INTO tasq_jobs (id, kind, queue, state, priority, payload, max_retries, retry_delay_ms, timeout_ms, run_at, tags, meta)
+    SELECT u.id, u.kind, u.queue,
+           CASE WHEN u.delay_ms > 0 THEN 'scheduled' ELSE 'available' END::tasq_job_state,
+           u.priority, u.payload::jsonb, u.max_retries, u.retry_delay_ms, u.timeout_ms,
+           now() + u.delay_ms * interval '1 millisecond', string_to_array(u.tags, ','), u.meta::jsonb
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::int[], $7::bigint[], $8::bigint[], $9::bigint[],
+                $10::text[], $11::text[])
+         AS u(id, kind, queue, priority, payload, max_retries, retry_delay_ms, timeout_ms, delay_ms, tags, meta)`
+
+// insertTaggedSQL is insertSQL for a batch with tags or metadata.
+const insertTaggedSQL = `
+WITH ins AS (` + insertTaggedJobsSQL + `
+    RETURNING queue, state
+)
+SELECT DISTINCT queue FROM ins WHERE state = 'available'`
+
+// hasTags reports whether a job of the batch has tags or metadata.
+func hasTags(jobs []queue.NewJob) bool {
+	for i := range jobs {
+		if len(jobs[i].Tags) > 0 || len(jobs[i].Meta) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// tagArgs returns the arrays $10 and $11 of insertTaggedJobsSQL.
+func tagArgs(jobs []queue.NewJob) []any {
+	tags := make([]string, len(jobs))
+	meta := make([]string, len(jobs))
+	for i := range jobs {
+		tags[i] = strings.Join(jobs[i].Tags, ",")
+		meta[i] = "{}"
+		if len(jobs[i].Meta) > 0 {
+			meta[i] = string(jobs[i].Meta)
+		}
+	}
+	return []any{tags, meta}
+}
 
 func insertArgs(jobs []queue.NewJob) []any {
 	n := len(jobs)
@@ -72,7 +119,15 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 	if err := queue.CheckNewJobs(jobs); err != nil {
 		return err
 	}
-	rows, err := a.pool.Query(ctx, a.sql.q(insertSQL), insertArgs(jobs)...)
+	if queue.HasUnique(jobs) {
+		_, err := a.insertUnique(ctx, jobs)
+		return err
+	}
+	stmt, args := insertSQL, insertArgs(jobs)
+	if hasTags(jobs) {
+		stmt, args = insertTaggedSQL, append(args, tagArgs(jobs)...)
+	}
+	rows, err := a.pool.Query(ctx, a.sql.q(stmt), args...)
 	if err != nil {
 		return wrapErr("insert jobs", err)
 	}
@@ -101,9 +156,86 @@ WITH ins AS (` + insertJobsSQL + `
 )
 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woken)`
 
+// insertTaggedTxSQL is insertTxSQL for a batch with tags or metadata: the
+// guard and the channel are $12, $13 and $14.
+const insertTaggedTxSQL = `
+WITH ins AS (` + insertTaggedJobsSQL + `
+    WHERE EXISTS (SELECT 1 FROM tasq_instance WHERE id = $12) AND current_database() = $13
+    RETURNING queue, state
+), woken AS (
+    SELECT pg_notify($14, q.queue) FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q
+)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woken)`
+
 // sqlQuerier is what *sql.Tx and gorm's transaction connections share.
 type sqlQuerier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// txQueryFunc runs a query in a caller's transaction and calls each with
+// the Scan of every row it returns.
+type txQueryFunc func(ctx context.Context, stmt string, args []any, each func(scan func(dest ...any) error) error) error
+
+// txQuery returns the query function of a caller's transaction: a pgx.Tx,
+// a *sql.Tx, or a *gorm.DB inside a transaction on PostgreSQL. Anything else
+// is refused with queue.ErrTxUnsupported: a pool or a connection would
+// commit the jobs at once.
+func txQuery(ctx context.Context, tx any) (txQueryFunc, error) {
+	switch t := tx.(type) {
+	case pgx.Tx:
+		return func(ctx context.Context, stmt string, args []any, each func(func(...any) error) error) error {
+			rows, err := t.Query(ctx, stmt, args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				if err := each(rows.Scan); err != nil {
+					return err
+				}
+			}
+			return rows.Err()
+		}, nil
+	case *sql.Tx:
+		if t == nil {
+			return nil, fmt.Errorf("%w: nil *sql.Tx", queue.ErrTxUnsupported)
+		}
+		return sqlTxQuery(t), nil
+	case *gorm.DB:
+		if t == nil {
+			return nil, fmt.Errorf("%w: nil *gorm.DB", queue.ErrTxUnsupported)
+		}
+		if name := t.Dialector.Name(); name != "postgres" {
+			return nil, fmt.Errorf("%w: *gorm.DB uses the %q dialect; the postgres adapter needs a PostgreSQL connection", queue.ErrTxUnsupported, name)
+		}
+		conn := t.WithContext(ctx).Statement.ConnPool
+		if _, inTx := conn.(gorm.TxCommitter); !inTx {
+			return nil, fmt.Errorf("%w: this *gorm.DB is not inside a transaction (its jobs would commit at once); call DispatchTx inside db.Transaction(func(tx *gorm.DB) error { ... }) with that tx, or after db.Begin()", queue.ErrTxUnsupported)
+		}
+		q, ok := conn.(sqlQuerier)
+		if !ok {
+			return nil, fmt.Errorf("%w: *gorm.DB connection %T cannot run queries", queue.ErrTxUnsupported, conn)
+		}
+		return sqlTxQuery(q), nil
+	}
+	return nil, fmt.Errorf("%w: %T is not a transaction (the postgres adapter takes pgx.Tx, *sql.Tx or a *gorm.DB inside a transaction; a pool or a connection would commit the jobs at once)", queue.ErrTxUnsupported, tx)
+}
+
+// sqlTxQuery is txQuery for database/sql connections.
+func sqlTxQuery(q sqlQuerier) txQueryFunc {
+	return func(ctx context.Context, stmt string, args []any, each func(func(...any) error) error) error {
+		rows, err := q.QueryContext(ctx, stmt, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := each(rows.Scan); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}
 }
 
 // InsertTx implements queue.TxInserter: it stores jobs inside the caller's
@@ -118,45 +250,35 @@ func (a *Adapter) InsertTx(ctx context.Context, tx any, jobs []queue.NewJob) err
 	if err := queue.CheckNewJobs(jobs); err != nil {
 		return err
 	}
-	args := append(insertArgs(jobs), pgUUID(a.instance), a.database, a.sql.channel)
-	stmt := a.sql.q(insertTxSQL)
-	var inserted, woken int64
-	var err error
-	switch t := tx.(type) {
-	case pgx.Tx:
-		err = t.QueryRow(ctx, stmt, args...).Scan(&inserted, &woken)
-	case *sql.Tx:
-		if t == nil {
-			return fmt.Errorf("%w: nil *sql.Tx", queue.ErrTxUnsupported)
-		}
-		err = t.QueryRowContext(ctx, stmt, args...).Scan(&inserted, &woken)
-	case *gorm.DB:
-		if t == nil {
-			return fmt.Errorf("%w: nil *gorm.DB", queue.ErrTxUnsupported)
-		}
-		if name := t.Dialector.Name(); name != "postgres" {
-			return fmt.Errorf("%w: *gorm.DB uses the %q dialect; the postgres adapter needs a PostgreSQL connection", queue.ErrTxUnsupported, name)
-		}
-		conn := t.WithContext(ctx).Statement.ConnPool
-		if _, inTx := conn.(gorm.TxCommitter); !inTx {
-			return fmt.Errorf("%w: this *gorm.DB is not inside a transaction (its jobs would commit at once); call DispatchTx inside db.Transaction(func(tx *gorm.DB) error { ... }) with that tx, or after db.Begin()", queue.ErrTxUnsupported)
-		}
-		q, ok := conn.(sqlQuerier)
-		if !ok {
-			return fmt.Errorf("%w: *gorm.DB connection %T cannot run queries", queue.ErrTxUnsupported, conn)
-		}
-		err = q.QueryRowContext(ctx, stmt, args...).Scan(&inserted, &woken)
-	default:
-		return fmt.Errorf("%w: %T is not a transaction (the postgres adapter takes pgx.Tx, *sql.Tx or a *gorm.DB inside a transaction; a pool or a connection would commit the jobs at once)", queue.ErrTxUnsupported, tx)
+	query, err := txQuery(ctx, tx)
+	if err != nil {
+		return err
 	}
+	if queue.HasUnique(jobs) {
+		_, err := a.insertUniqueTx(ctx, query, jobs)
+		return err
+	}
+	stmt, args := insertTxSQL, insertArgs(jobs)
+	if hasTags(jobs) {
+		stmt, args = insertTaggedTxSQL, append(args, tagArgs(jobs)...)
+	}
+	args = append(args, pgUUID(a.instance), a.database, a.sql.channel)
+	var inserted, woken int64
+	err = query(ctx, a.sql.q(stmt), args, func(scan func(...any) error) error {
+		return scan(&inserted, &woken)
+	})
 	if err != nil {
 		return wrapErr("insert jobs in transaction", err)
 	}
 	if inserted != int64(len(jobs)) {
-		return fmt.Errorf("%w: the transaction is on another database than this adapter's (is the task routed to another driver? its jobs must be dispatched on that database)", queue.ErrTxUnsupported)
+		return errOtherDatabase
 	}
 	return nil
 }
+
+// errOtherDatabase is InsertTx's error for a transaction on a database
+// other than the adapter's.
+var errOtherDatabase = fmt.Errorf("%w: the transaction is on another database than this adapter's (is the task routed to another driver? its jobs must be dispatched on that database)", queue.ErrTxUnsupported)
 
 // ceilMS is d in whole milliseconds, rounded up.
 func ceilMS(d time.Duration) int64 {

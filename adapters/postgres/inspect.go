@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,7 +17,7 @@ import (
 
 const jobColumns = `id, kind, queue, state::text, priority, payload, result, attempt, max_retries,
     retry_delay_ms, timeout_ms, run_at, dispatched_at, attempted_at, coalesce(attempted_by, ''),
-    lease_expires_at, finished_at, errors, errors_omitted, claim_token`
+    lease_expires_at, finished_at, errors, errors_omitted, claim_token, tags, meta`
 
 func scanJob(row pgx.Row) (*queue.JobInfo, error) {
 	var (
@@ -29,10 +28,11 @@ func scanJob(row pgx.Row) (*queue.JobInfo, error) {
 		retryMS, timeoutMS int64
 		omitted            int32
 		runAt, dispatched  pgtype.Timestamptz
+		meta               []byte
 	)
 	err := row.Scan(&j.ID, &j.Kind, &j.Queue, &state, &j.Priority, &j.Payload, &result, &attempt, &retries,
 		&retryMS, &timeoutMS, &runAt, &dispatched, &j.AttemptedAt, &j.AttemptedBy,
-		&j.LeaseExpiresAt, &j.FinishedAt, &errs, &omitted, &j.Token)
+		&j.LeaseExpiresAt, &j.FinishedAt, &errs, &omitted, &j.Token, &j.Tags, &meta)
 	if err != nil {
 		return nil, err
 	}
@@ -51,6 +51,12 @@ func scanJob(row pgx.Row) (*queue.JobInfo, error) {
 	j.Timeout = time.Duration(timeoutMS) * time.Millisecond
 	if len(result) > 0 {
 		j.Result = result
+	}
+	if len(j.Tags) == 0 {
+		j.Tags = nil
+	}
+	if len(meta) > 0 && string(meta) != "{}" {
+		j.Meta = meta
 	}
 	if len(errs) > 0 {
 		// A hand-edited errors column should not hide the rest of the row.
@@ -84,7 +90,7 @@ func (a *Adapter) GetJob(ctx context.Context, id uuid.UUID) (*queue.JobInfo, err
 // gen_random_uuid()) sorts by that ID. f.Since becomes an ID range as well
 // (see sinceFloor), so that a time filter bounds the walk.
 //
-// State, queue and kind are checked on each row the walk meets, and the walk
+// State, queue, kind and tag are checked on each row the walk meets, and the walk
 // stops after f.Limit matches: it reads about f.Limit divided by the share
 // of jobs that match. A filter most jobs pass costs a few index pages; one
 // that 1 job in 1,000 passes reads some 100,000 rows for a page of 100
@@ -152,6 +158,12 @@ func listQuery(f queue.ListFilter) (string, []any, error) {
 	if f.Kind != "" {
 		add("kind = $%d", f.Kind)
 	}
+	if f.Tag != "" {
+		if err := queue.CheckTag(f.Tag); err != nil {
+			return "", nil, err
+		}
+		add("tags @> ARRAY[$%d::text]", f.Tag)
+	}
 	if !f.Since.IsZero() {
 		if floor := sinceFloor(f.Since); floor != uuid.Nil {
 			add("id >= $%d", floor)
@@ -218,6 +230,9 @@ WHERE id = $1 AND state::text = ANY($2) RETURNING queue`), id, states).Scan(&q)
 		a.notify(ctx, map[string]bool{q: true})
 		return nil
 	}
+	if isUniqueHeld(err) {
+		return fmt.Errorf("%w: cannot %s job %s: another job holds its unique key now (it was dispatched while this one was finished)", queue.ErrJobState, op, id)
+	}
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return wrapErr(op, err)
 	}
@@ -238,15 +253,7 @@ func (a *Adapter) RetryJob(ctx context.Context, id uuid.UUID) error {
 		queue.StateFailed, queue.StateCancelled, queue.StateRetryable, queue.StateScheduled)
 }
 
-// CancelJob implements queue.Inspector. A running job is marked cancelled at
-// once; its worker's outcome is then discarded by the completion guard.
-func (a *Adapter) CancelJob(ctx context.Context, id uuid.UUID) error {
-	return a.changeState(ctx, "cancel", id,
-		`state = 'cancelled', finished_at = now(), lease_expires_at = NULL,
-    errors = tasq_errors_append(errors, jsonb_build_object('attempt', attempt, 'at', now(), 'error', 'cancelled by operator'), `+strconv.Itoa(queue.MaxErrorHistory)+`),
-    errors_omitted = errors_omitted + CASE WHEN jsonb_array_length(errors) >= `+strconv.Itoa(queue.MaxErrorHistory)+` THEN 1 ELSE 0 END`,
-		queue.StateScheduled, queue.StateAvailable, queue.StateRunning, queue.StateRetryable)
-}
+// CancelJob is in cancel.go: it notifies the worker of a running job.
 
 // DeleteJob implements queue.Inspector.
 func (a *Adapter) DeleteJob(ctx context.Context, id uuid.UUID) error {

@@ -15,6 +15,9 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 	if err := queue.CheckNewJobs(jobs); err != nil {
 		return err
 	}
+	if err := queue.CheckPlainJobs("redis", jobs); err != nil {
+		return err
+	}
 	args := make([]any, 0, 2+len(jobs)*insertFields)
 	args = append(args, a.keys.prefix, len(jobs))
 	for i := range jobs {

@@ -106,6 +106,9 @@ func (a *Adapter) GetJob(ctx context.Context, id uuid.UUID) (*queue.JobInfo, err
 // a Kind filter is applied to the jobs read, so listing by kind alone
 // reads jobs until it has Limit of that kind or runs out.
 func (a *Adapter) ListJobs(ctx context.Context, f queue.ListFilter) ([]*queue.JobInfo, error) {
+	if f.Tag != "" {
+		return nil, nil // this adapter stores no tags (queue.CheckPlainJobs)
+	}
 	if f.State != "" {
 		if _, err := queue.ParseJobState(string(f.State)); err != nil {
 			return nil, err
@@ -326,7 +329,8 @@ func (a *Adapter) RetryJob(ctx context.Context, id uuid.UUID) error {
 }
 
 // CancelJob implements queue.JobEditor. A running job is marked cancelled at
-// once; its worker's outcome is then discarded by the completion guard.
+// once and its worker told on <prefix>ctrl (see Listen), so that it cancels
+// the Handle's context; its outcome is discarded by the completion guard.
 func (a *Adapter) CancelJob(ctx context.Context, id uuid.UUID) error {
 	return a.runOp(ctx, "cancel", id, cancelScript,
 		notAllowed("cancel", id, queue.StateScheduled, queue.StateAvailable, queue.StateRunning, queue.StateRetryable),

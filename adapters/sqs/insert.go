@@ -71,6 +71,9 @@ func (a *Adapter) checkJobs(jobs []queue.NewJob) error {
 	if err := queue.CheckNewJobs(jobs); err != nil {
 		return err
 	}
+	if err := queue.CheckPlainJobs("sqs", jobs); err != nil {
+		return err
+	}
 	for i := range jobs {
 		if err := a.checkQueueName(jobs[i].Queue); err != nil {
 			return err

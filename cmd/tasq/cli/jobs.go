@@ -45,7 +45,7 @@ string cannot drive your terminal; --json output decodes to the stored text.`,
 			func(ed queue.JobEditor, cmd *cobra.Command, id uuid.UUID) (string, error) {
 				return "job %s retried: it is available now", ed.RetryJob(cmd.Context(), id)
 			}),
-		a.jobActionCommand("cancel", "Cancel a job that has not finished",
+		a.jobActionCommand("cancel", "Cancel a job that has not finished (a running job's Handle is told at once)",
 			func(ed queue.JobEditor, cmd *cobra.Command, id uuid.UUID) (string, error) {
 				return "job %s cancelled", ed.CancelJob(cmd.Context(), id)
 			}),
@@ -61,6 +61,7 @@ string cannot drive your terminal; --json output decodes to the stored text.`,
 func (a *app) jobsListCommand() *cobra.Command {
 	var (
 		state, queueName, kind string
+		tag                    string
 		after                  string
 		since                  time.Duration
 		limit                  int
@@ -76,10 +77,11 @@ ID, which TasQ makes time-ordered, so on postgres page 1,000 of ten million
 jobs comes as fast as page 1.
 
 On postgres a filter most jobs pass (a common kind, a big queue) costs a few
-pages; one almost no job passes (a rare kind) may read every job before it
-finds --limit of them: add --since to bound how far back it looks.`,
+pages; one almost no job passes (a rare kind or tag) may read every job before
+it finds --limit of them: add --since to bound how far back it looks.`,
 		Example: `  tasq jobs list --state failed
   tasq jobs list --queue payments --since 1h --json
+  tasq jobs list --tag tenant:42
   tasq jobs list --state failed --after 0190f5c2-5d6e-7c3a-9b1e-2f4d6a8c0e13`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -108,7 +110,12 @@ finds --limit of them: add --since to bound how far back it looks.`,
 				}
 				f.After = id
 			}
-			f.Queue, f.Kind, f.Limit = queueName, kind, limit
+			if tag != "" {
+				if err := queue.CheckTag(tag); err != nil {
+					return fmt.Errorf("--tag: %w", err)
+				}
+			}
+			f.Queue, f.Kind, f.Tag, f.Limit = queueName, kind, tag, limit
 			return withCapability(a, cmd, "jobs list", func(jr queue.JobReader) error {
 				jobs, err := jr.ListJobs(cmd.Context(), f)
 				if err != nil {
@@ -142,6 +149,7 @@ finds --limit of them: add --since to bound how far back it looks.`,
 	fl.StringVar(&state, "state", "", "only jobs in this state: "+statesList())
 	fl.StringVar(&queueName, "queue", "", "only jobs of this queue")
 	fl.StringVar(&kind, "kind", "", "only jobs of this kind (task type), e.g. SendEmail")
+	fl.StringVar(&tag, "tag", "", "only jobs with this tag (queue.WithTags), e.g. tenant:42")
 	fl.DurationVar(&since, "since", 0, "only jobs dispatched within this long, e.g. 1h")
 	fl.IntVar(&limit, "limit", 100, "show at most this many jobs")
 	fl.StringVar(&after, "after", "", "continue a listing after this job ID (the last of the previous page)")
@@ -174,7 +182,7 @@ func checkAfter(jr queue.JobReader, after uuid.UUID, jobs []*queue.JobInfo) erro
 // database (--database-url, --driver) are left out: they may hold a password.
 func nextPageCommand(cmd *cobra.Command, last uuid.UUID) string {
 	parts := []string{"tasq jobs list"}
-	for _, name := range []string{"state", "queue", "kind", "since", "limit"} {
+	for _, name := range []string{"state", "queue", "kind", "tag", "since", "limit"} {
 		if fl := cmd.Flags().Lookup(name); fl != nil && fl.Changed {
 			parts = append(parts, "--"+name+" "+shellWord(fl.Value.String()))
 		}
@@ -295,7 +303,11 @@ func writeJob(w io.Writer, j *queue.JobInfo) {
 	fmt.Fprintf(tw, "lease expires:\t%s\n", optTime(j.LeaseExpiresAt))
 	fmt.Fprintf(tw, "finished at:\t%s\n", optTime(j.FinishedAt))
 	fmt.Fprintf(tw, "claim token:\t%d\n", j.Token)
+	fmt.Fprintf(tw, "tags:\t%s\n", orDash(strings.Join(j.Tags, " ")))
 	_ = tw.Flush()
+	if len(j.Meta) > 0 {
+		fmt.Fprintf(w, "meta:\n%s\n", indentJSON(j.Meta))
+	}
 	fmt.Fprintf(w, "payload:\n%s\n", indentJSON(j.Payload))
 	fmt.Fprintf(w, "result:\n%s\n", indentJSON(j.Result))
 	if len(j.Errors) == 0 {
@@ -357,6 +369,8 @@ type jobJSON struct {
 	Errors         []queue.JobError `json:"errors"`
 	ErrorsOmitted  int              `json:"errors_omitted"`
 	ClaimToken     int64            `json:"claim_token"`
+	Tags           []string         `json:"tags"`
+	Meta           json.RawMessage  `json:"meta"`
 }
 
 func toJSON(j *queue.JobInfo) jobJSON {
@@ -373,6 +387,13 @@ func toJSON(j *queue.JobInfo) jobJSON {
 	}
 	if out.Errors == nil {
 		out.Errors = []queue.JobError{}
+	}
+	out.Tags, out.Meta = j.Tags, j.Meta
+	if out.Tags == nil {
+		out.Tags = []string{}
+	}
+	if out.Meta == nil {
+		out.Meta = json.RawMessage(`{}`)
 	}
 	return out
 }
