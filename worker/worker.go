@@ -64,8 +64,8 @@ type Worker struct {
 }
 
 type counters struct {
-	completed, retried, failed, cancelled, handedBack, stale, dropped, lost, stuck atomic.Int64
-	maintenance, purged                                                            atomic.Int64
+	completed, retried, failed, cancelled, handedBack, snoozed, stale, dropped, lost, stuck atomic.Int64
+	maintenance, purged                                                                     atomic.Int64
 }
 
 // Stats is a snapshot of what a worker has done since it started.
@@ -78,9 +78,10 @@ type Stats struct {
 	Failed     int64 // jobs that failed for good
 	Cancelled  int64 // jobs cancelled by their task
 	HandedBack int64 // jobs returned unfinished (shutdown, another execution still running here)
+	Snoozed    int64 // attempts whose task returned queue.Snooze: rescheduled, not counted
 	Stale      int64 // outcomes the backend refused because the execution no longer held the job
 	Dropped    int64 // outcomes given up on at shutdown because the backend could not be reached
-	LostLeases int64 // executions told by the heartbeat that their claim was lost
+	LostLeases int64 // executions told by the backend (lease renewal, cancel notice) that their claim was lost
 	// Stuck is how many executions are running past their timeout now: their
 	// Handle ignores its context. Each keeps its slot until it returns.
 	Stuck int64
@@ -129,7 +130,7 @@ func (w *Worker) Stats() Stats {
 	return Stats{
 		Claimed: w.claimed.Load(), Running: running, Pending: pending,
 		Completed: w.stats.completed.Load(), Retried: w.stats.retried.Load(), Failed: w.stats.failed.Load(),
-		Cancelled: w.stats.cancelled.Load(), HandedBack: w.stats.handedBack.Load(), Stale: w.stats.stale.Load(),
+		Cancelled: w.stats.cancelled.Load(), HandedBack: w.stats.handedBack.Load(), Snoozed: w.stats.snoozed.Load(), Stale: w.stats.stale.Load(),
 		Dropped: w.stats.dropped.Load(), LostLeases: w.stats.lost.Load(), Stuck: w.stats.stuck.Load(),
 		Leader: w.leader.Load(), MaintenanceRuns: w.stats.maintenance.Load(), Purged: w.stats.purged.Load(),
 	}
@@ -180,8 +181,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	loops.Go(func() { w.heartbeat(bg) })
 	maintCtx, stopMaint := context.WithCancel(bg)
 	loops.Go(func() { w.maintain(maintCtx) })
+	w.startCron(maintCtx, &loops)
 	if n, ok := w.src.(queue.Notifier); ok {
-		loops.Go(func() { w.listen(maintCtx, n) })
+		// Until the outcomes are written: running jobs can be cancelled
+		// during the shutdown's grace period too.
+		loops.Go(func() { w.listen(bg, n) })
 	}
 
 	w.jobCtx = jobCtx
@@ -329,6 +333,7 @@ func (jl jobLogger) log(level slog.Level, msg string, args ...any) {
 func (jl jobLogger) Error(msg string, args ...any) { jl.log(slog.LevelError, msg, args...) }
 func (jl jobLogger) Warn(msg string, args ...any)  { jl.log(slog.LevelWarn, msg, args...) }
 func (jl jobLogger) Info(msg string, args ...any)  { jl.log(slog.LevelInfo, msg, args...) }
+func (jl jobLogger) Debug(msg string, args ...any) { jl.log(slog.LevelDebug, msg, args...) }
 
 // errText is queue.ErrorText for log attributes.
 func errText(err error) string { return queue.ErrorText(err) }

@@ -71,6 +71,11 @@ type Adapter struct {
 	noWake   bool // WithoutWakeUps
 	wakeOnce sync.Once
 	wk       *waker // coalesces wake-ups of plain dispatches; started on first use
+
+	await awaitState // Wait: finish notifications and waiting clients (await.go)
+
+	controlled sync.Map // queue name -> true: queues seen paused or limited (see claimControlled)
+	rateWakes  sync.Map // queue name -> true: a wake-up is pending for a start limit (see wakeAt)
 }
 
 // The capabilities the PostgreSQL adapter has: all of them.
@@ -82,6 +87,9 @@ var (
 	_ queue.JobReader   = (*Adapter)(nil)
 	_ queue.JobEditor   = (*Adapter)(nil)
 	_ queue.StatsReader = (*Adapter)(nil)
+
+	_ queue.CancelListener = (*Adapter)(nil)
+	_ queue.JobAwaiter     = (*Adapter)(nil)
 )
 
 // New connects to the database at url (a postgres:// URL or key=value DSN),
@@ -260,6 +268,7 @@ func (a *Adapter) Close() {
 	if a.wk != nil {
 		a.wk.close()
 	}
+	a.closeAwait()
 	if a.ownPool {
 		a.pool.Close()
 	}

@@ -33,6 +33,18 @@ func CheckSchema(name string) error {
 // pgschema.Channel).
 func ChannelFor(schema string) string { return pgschema.Channel(schema) }
 
+// ControlChannelFor returns the channel on which the workers of schema hear
+// that an operator cancelled a running job ("cancel <id> <claim token>") and
+// that clients wait for jobs ("await"): "tasq_ctrl" for DefaultSchema,
+// "tasq_ctrl.<schema>" for any other (see pgschema.ControlChannel).
+func ControlChannelFor(schema string) string { return pgschema.ControlChannel(schema) }
+
+// DoneChannelFor returns the channel on which workers name finished jobs
+// (IDs separated by commas) while clients wait for jobs: "tasq_done" for
+// DefaultSchema, "tasq_done.<schema>" for any other (see
+// pgschema.DoneChannel).
+func DoneChannelFor(schema string) string { return pgschema.DoneChannel(schema) }
+
 // WithSchema makes the adapter use the TasQ tables in PostgreSQL schema name
 // (DefaultSchema when not set), migrated there with
 // migrations.Up(ctx, url, migrations.WithSchema(name)) or `tasq migrate up
@@ -44,7 +56,7 @@ func WithSchema(name string) Option { return func(o *options) { o.schema = name 
 
 // tasqObjects are the database objects of the TasQ schema that statements
 // name: tables, the state type and the functions.
-var tasqObjects = regexp.MustCompile(`\btasq_(?:jobs_archive|jobs|leader|workers|instance|job_state|errors_append|dispatch|uuidv7)\b`)
+var tasqObjects = regexp.MustCompile(`\btasq_(?:jobs_archive|jobs|leader|workers|instance|job_state|errors_append|dispatch|uuidv7|unique_held|channel|queues|queue_keys|pause_queue|resume_queue|schedules|trigger_schedule|pause_schedule|resume_schedule)\b`)
 
 // qualify returns statement with every TasQ object it names prefixed by
 // schema, quoted. A name inside a string literal ('tasq_jobs'), quoted, or
@@ -85,12 +97,15 @@ const maxCachedStatements = 512
 type statements struct {
 	schema  string
 	channel string
-	cache   sync.Map // statement -> qualified statement
-	cached  atomic.Int32
+	ctrl    string // cancels and await announcements: ControlChannelFor
+	done    string // finished jobs, for waiting clients: DoneChannelFor
+
+	cache  sync.Map // statement -> qualified statement
+	cached atomic.Int32
 }
 
 func newStatements(schema string) *statements {
-	return &statements{schema: schema, channel: ChannelFor(schema)}
+	return &statements{schema: schema, channel: ChannelFor(schema), ctrl: ControlChannelFor(schema), done: DoneChannelFor(schema)}
 }
 
 // q returns statement qualified for the adapter's schema.

@@ -50,6 +50,12 @@ func (e *UnsupportedError) Error() string {
 	case capabilityName[queue.Purger]():
 		cannot = "it cannot delete finished jobs in batches"
 		needs = "`tasq jobs purge` needs postgres"
+	case capabilityName[queue.QueueController]():
+		cannot = "its claims cannot honour queue pauses and global limits"
+		needs = "`tasq queues` needs postgres"
+	case capabilityName[queue.Scheduler]():
+		cannot = "it keeps no schedules (periodic jobs)"
+		needs = "`tasq cron` needs postgres, which keeps them in the table tasq_schedules"
 	default:
 		cannot = "it lacks a capability this command needs"
 		needs = "postgres has every capability"
