@@ -406,7 +406,7 @@ func queryClaimed(ctx context.Context, tx pgx.Tx, jobs *[]*queue.Job, sql string
 		return err
 	}
 	defer rows.Close()
-	*jobs, _, err = scanClaimed(rows, *jobs)
+	*jobs, err = scanClaimed(rows, *jobs)
 	return err
 }
 

@@ -28,30 +28,26 @@ import (
 // comes back exhausted and the worker fails it.
 //
 // A queue with a row in tasq_queues (paused or limited) is not claimed here:
-// the statement then claims nothing and returns one marker row whose id is
-// NULL, and Claim takes the controlled path (claimControlled). For any other
-// queue the check costs one primary-key lookup of that small table, made
-// once per statement.
+// the statement then claims nothing, and Claim, seeing no job, asks whether
+// the queue is controlled and takes the controlled path (claimControlled).
+// For any other queue the check costs one primary-key lookup of that small
+// table, made once per statement.
 var claimSQL = `
-WITH controlled AS MATERIALIZED (
-    SELECT 1 FROM tasq_queues WHERE name = $1
-), picked AS (
+WITH picked AS (
     SELECT id FROM tasq_jobs
     WHERE state = 'available' AND queue = $1 AND ($5::text[] IS NULL OR kind = ANY($5::text[]))
-      AND NOT EXISTS (SELECT FROM controlled)
+      AND NOT EXISTS (SELECT FROM tasq_queues WHERE name = $1)
     ORDER BY priority DESC, run_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE tasq_jobs AS j SET ` + claimSet("$3", "$4", "now()") + `
-    FROM picked
-    WHERE j.id = picked.id
-    RETURNING ` + claimedColumns + `
 )
-SELECT * FROM claimed
-UNION ALL
-SELECT NULL::uuid, NULL::bigint, NULL::text, NULL::text, NULL::jsonb, NULL::smallint, NULL::int, NULL::int, NULL::bigint, NULL::bigint, NULL::timestamptz
-FROM controlled`
+UPDATE tasq_jobs AS j SET ` + claimSet("$3", "$4", "now()") + `
+FROM picked
+WHERE j.id = picked.id
+RETURNING ` + claimedColumns
+
+// controlledSQL says whether a queue is paused or limited.
+const controlledSQL = `SELECT EXISTS (SELECT FROM tasq_queues WHERE name = $1)`
 
 // claimSet is the SET list of the UPDATE that leases claimed jobs to worker
 // (a parameter) for lease milliseconds under a new claim token, attempted at
@@ -79,61 +75,63 @@ func (a *Adapter) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue.J
 	if len(req.Kinds) > 0 {
 		kinds = req.Kinds
 	}
+	if _, known := a.controlled.Load(req.Queue); known {
+		return a.claimControlled(ctx, req, kinds)
+	}
 	jobs := make([]*queue.Job, 0, req.Limit)
-	var controlled bool
 	err := a.pinned(ctx, func(rows pgx.Rows) error {
 		var err error
-		jobs, controlled, err = scanClaimed(rows, jobs)
+		jobs, err = scanClaimed(rows, jobs)
 		return err
 	}, a.sql.q(claimSQL), req.Queue, req.Limit, req.WorkerID, req.Lease.Milliseconds(), kinds)
 	if err != nil {
 		return nil, wrapErr("claim jobs", err)
 	}
-	if controlled {
-		a.controlled.Store(req.Queue, true)
-		return a.claimControlled(ctx, req, kinds)
+	if len(jobs) > 0 {
+		return jobs, nil // a controlled queue gives the plain claim nothing
 	}
-	return jobs, nil
+	// Nothing claimed: the queue is empty, or paused or limited. Asking
+	// costs a round trip only when there was no work anyway.
+	var controlled bool
+	if err := a.pool.QueryRow(ctx, a.sql.q(controlledSQL), req.Queue).Scan(&controlled); err != nil {
+		return nil, wrapErr("claim jobs: is the queue paused or limited", err)
+	}
+	if !controlled {
+		return jobs, nil
+	}
+	a.controlled.Store(req.Queue, true)
+	return a.claimControlled(ctx, req, kinds)
 }
 
 // scanClaimed appends the jobs a claim returned (claimedColumns) to jobs.
-// marker reports claimSQL's marker row: the queue is paused or limited.
-func scanClaimed(rows pgx.Rows, jobs []*queue.Job) (_ []*queue.Job, marker bool, err error) {
+func scanClaimed(rows pgx.Rows, jobs []*queue.Job) ([]*queue.Job, error) {
 	for rows.Next() {
 		var (
 			j                  queue.Job
 			id                 pgtype.UUID
-			token              pgtype.Int8
-			kind, q            pgtype.Text
-			priority           pgtype.Int2
-			retryMS, timeoutMS pgtype.Int8
-			attempt, retries   pgtype.Int4
+			retryMS, timeoutMS int64
+			attempt, retries   int32
 			dispatched         pgtype.Timestamptz
 		)
-		if err := rows.Scan(&id, &token, &kind, &q, &j.Payload, &priority, &attempt, &retries, &retryMS, &timeoutMS, &dispatched); err != nil {
-			return jobs, marker, err
-		}
-		if !id.Valid {
-			marker = true
-			continue
+		if err := rows.Scan(&id, &j.Token, &j.Kind, &j.Queue, &j.Payload, &j.Priority, &attempt, &retries, &retryMS, &timeoutMS, &dispatched); err != nil {
+			return jobs, err
 		}
 		j.ID = uuid.UUID(id.Bytes)
-		j.Token, j.Kind, j.Queue, j.Priority = token.Int64, kind.String, q.String, priority.Int16
-		j.Attempt, j.MaxRetries = int(attempt.Int32), int(retries.Int32)
+		j.Attempt, j.MaxRetries = int(attempt), int(retries)
 		switch {
 		case dispatched.InfinityModifier != pgtype.Finite:
 			j.Invalid = fmt.Errorf("tasq/postgres: job %s has dispatched_at at infinity, which no job can have", j.ID)
-		case retryMS.Int64 < 0 || retryMS.Int64 > maxDurationMS || timeoutMS.Int64 < 0 || timeoutMS.Int64 > maxDurationMS:
-			j.Invalid = fmt.Errorf("tasq/postgres: job %s has retry_delay_ms %d / timeout_ms %d, out of range", j.ID, retryMS.Int64, timeoutMS.Int64)
-		case retries.Int32 < 0:
-			j.Invalid = fmt.Errorf("tasq/postgres: job %s has max_retries %d, below zero", j.ID, retries.Int32)
+		case retryMS < 0 || retryMS > maxDurationMS || timeoutMS < 0 || timeoutMS > maxDurationMS:
+			j.Invalid = fmt.Errorf("tasq/postgres: job %s has retry_delay_ms %d / timeout_ms %d, out of range", j.ID, retryMS, timeoutMS)
+		case retries < 0:
+			j.Invalid = fmt.Errorf("tasq/postgres: job %s has max_retries %d, below zero", j.ID, retries)
 		}
 		j.DispatchedAt = dispatched.Time
-		j.RetryDelay = time.Duration(retryMS.Int64) * time.Millisecond
-		j.Timeout = time.Duration(timeoutMS.Int64) * time.Millisecond
+		j.RetryDelay = time.Duration(retryMS) * time.Millisecond
+		j.Timeout = time.Duration(timeoutMS) * time.Millisecond
 		jobs = append(jobs, &j)
 	}
-	return jobs, marker, rows.Err()
+	return jobs, rows.Err()
 }
 
 // finishSQL applies a batch of outcomes in one statement (after
