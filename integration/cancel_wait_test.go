@@ -376,8 +376,10 @@ func TestCancelReachesTheWorkerWhenItsNotificationIsLost(t *testing.T) {
 	}
 	recvStarted(t, p, 30*time.Second)
 
-	// Kill the worker's LISTEN connection; its reconnection waits in the proxy.
-	proxy.hold()
+	// Kill the worker's LISTEN connection; its reconnection waits in the
+	// proxy. The proxy holds only new connections, so first wait for the
+	// listener to be up: under load the job can start (claimed by the
+	// worker's first look) before the listener has connected.
 	var pids []int32
 	waitFor(t, 10*time.Second, "the worker's LISTEN connection", func() bool {
 		pids = nil
@@ -391,6 +393,7 @@ func TestCancelReachesTheWorkerWhenItsNotificationIsLost(t *testing.T) {
 		}
 		return len(pids) == 1
 	})
+	proxy.hold()
 	if _, err := e.pool.Exec(e.ctx, `SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid`, pids); err != nil {
 		t.Fatal(err)
 	}
