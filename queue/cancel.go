@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/google/uuid"
 )
@@ -38,6 +40,62 @@ type Notice struct {
 	Kind  NoticeKind
 	Queue string // NoticeWake
 	Lease Lease  // NoticeCancel
+}
+
+// cancelPrefix starts a control message about a cancelled running job.
+const cancelPrefix = "cancel "
+
+// CancelMessage is the control message with which a backend tells its
+// workers that an operator cancelled the execution holding l: "cancel <job
+// id> <claim token>". Adapters send it; ParseCancelMessage reads it.
+func CancelMessage(l Lease) string {
+	return cancelPrefix + l.ID.String() + " " + strconv.FormatInt(l.Token, 10)
+}
+
+// ParseCancelMessage reads a CancelMessage. ok is false when payload is no
+// cancel message at all (another control message); err says what is wrong
+// with one that is but cannot be read.
+func ParseCancelMessage(payload string) (l Lease, ok bool, err error) {
+	rest, ok := strings.CutPrefix(payload, cancelPrefix)
+	if !ok {
+		return Lease{}, false, nil
+	}
+	id, token, found := strings.Cut(rest, " ")
+	if !found {
+		return Lease{}, true, errors.New("want \"cancel <job id> <claim token>\"")
+	}
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return Lease{}, true, err
+	}
+	tok, err := strconv.ParseInt(token, 10, 64)
+	if err != nil {
+		return Lease{}, true, err
+	}
+	return Lease{ID: uid, Token: tok}, true, nil
+}
+
+// DeliverWake sends a wake-up for queue q on out without blocking a
+// listener: when the buffer is full, a wake-up for any queue is as good as
+// the names it would have delivered.
+func DeliverWake(out chan<- Notice, q string) {
+	select {
+	case out <- Notice{Kind: NoticeWake, Queue: q}:
+	default:
+		select {
+		case out <- Notice{Kind: NoticeWake}:
+		default:
+		}
+	}
+}
+
+// DeliverNotice sends a notice that must not be lost (a cancel, a resync) on
+// out, waiting for room unless ctx is done.
+func DeliverNotice(ctx context.Context, out chan<- Notice, n Notice) {
+	select {
+	case out <- n:
+	case <-ctx.Done():
+	}
 }
 
 // CancelListener is the capability of backends that tell workers at once

@@ -34,7 +34,7 @@ func (a *Adapter) Listen(ctx context.Context) (<-chan queue.Notice, error) {
 		go func() {
 			defer close(out)
 			for q := range in {
-				deliverWake(out, q)
+				queue.DeliverWake(out, q)
 			}
 		}()
 		return out, nil
@@ -47,9 +47,9 @@ func (a *Adapter) Listen(ctx context.Context) (<-chan queue.Notice, error) {
 				a.control(ctx, out, n.Payload)
 				return
 			}
-			deliverWake(out, n.Payload)
+			queue.DeliverWake(out, n.Payload)
 		},
-		func() { deliverNotice(ctx, out, queue.Notice{Kind: queue.NoticeResync}) },
+		func() { queue.DeliverNotice(ctx, out, queue.Notice{Kind: queue.NoticeResync}) },
 		func() { close(out) })
 	if err != nil {
 		return nil, err
@@ -64,56 +64,14 @@ func (a *Adapter) control(ctx context.Context, out chan queue.Notice, payload st
 	switch {
 	case payload == awaitMessage:
 		a.heardAwait()
-	case strings.HasPrefix(payload, cancelPrefix):
-		l, err := parseCancel(payload)
-		if err != nil {
-			a.log.WarnContext(ctx, "tasq/postgres: unreadable cancel notification; the worker learns of the cancel at its lease renewal", "payload", payload, "err", err)
-			return
-		}
-		deliverNotice(ctx, out, queue.Notice{Kind: queue.NoticeCancel, Lease: l})
-	}
-}
-
-// cancelPrefix starts a control message about a cancelled running job:
-// "cancel <job id> <claim token>".
-const cancelPrefix = "cancel "
-
-func parseCancel(payload string) (queue.Lease, error) {
-	id, token, ok := strings.Cut(strings.TrimPrefix(payload, cancelPrefix), " ")
-	if !ok {
-		return queue.Lease{}, errors.New("want \"cancel <job id> <claim token>\"")
-	}
-	uid, err := uuid.Parse(id)
-	if err != nil {
-		return queue.Lease{}, err
-	}
-	tok, err := strconv.ParseInt(token, 10, 64)
-	if err != nil {
-		return queue.Lease{}, err
-	}
-	return queue.Lease{ID: uid, Token: tok}, nil
-}
-
-// deliverWake never blocks the listener: when the buffer is full, a wake-up
-// for any queue is as good as the names it would have delivered.
-func deliverWake(out chan queue.Notice, q string) {
-	select {
-	case out <- queue.Notice{Kind: queue.NoticeWake, Queue: q}:
 	default:
-		select {
-		case out <- queue.Notice{Kind: queue.NoticeWake}:
-		default:
+		l, ok, err := queue.ParseCancelMessage(payload)
+		switch {
+		case err != nil:
+			a.log.WarnContext(ctx, "tasq/postgres: unreadable cancel notification; the worker learns of the cancel at its lease renewal", "payload", payload, "err", err)
+		case ok:
+			queue.DeliverNotice(ctx, out, queue.Notice{Kind: queue.NoticeCancel, Lease: l})
 		}
-	}
-}
-
-// deliverNotice delivers a notice that must not be lost (a cancel, a
-// resync), waiting for room unless ctx is done. The server keeps
-// notifications for the connection meanwhile.
-func deliverNotice(ctx context.Context, out chan queue.Notice, n queue.Notice) {
-	select {
-	case out <- n:
-	case <-ctx.Done():
 	}
 }
 
@@ -152,7 +110,7 @@ func (a *Adapter) CancelJob(ctx context.Context, id uuid.UUID) error {
 		// The notifications are sent at the commit, with the cancel or not at all.
 		notify := a.sql.q(`SELECT pg_notify($1, $2)`)
 		if state == string(queue.StateRunning) {
-			msg := cancelPrefix + id.String() + " " + strconv.FormatInt(token, 10)
+			msg := queue.CancelMessage(queue.Lease{ID: id, Token: token})
 			if _, err := tx.Exec(ctx, notify, a.sql.ctrl, msg); err != nil {
 				return err
 			}

@@ -189,12 +189,7 @@ func txQuery(ctx context.Context, tx any) (txQueryFunc, error) {
 				return err
 			}
 			defer rows.Close()
-			for rows.Next() {
-				if err := each(rows.Scan); err != nil {
-					return err
-				}
-			}
-			return rows.Err()
+			return scanEach(rows.Next, rows.Scan, rows.Err, each)
 		}, nil
 	case *sql.Tx:
 		if t == nil {
@@ -229,13 +224,19 @@ func sqlTxQuery(q sqlQuerier) txQueryFunc {
 			return err
 		}
 		defer rows.Close()
-		for rows.Next() {
-			if err := each(rows.Scan); err != nil {
-				return err
-			}
-		}
-		return rows.Err()
+		return scanEach(rows.Next, rows.Scan, rows.Err, each)
 	}
+}
+
+// scanEach calls each with the Scan of every row, the loop that pgx's and
+// database/sql's rows share.
+func scanEach(next func() bool, scan func(...any) error, rowsErr func() error, each func(func(...any) error) error) error {
+	for next() {
+		if err := each(scan); err != nil {
+			return err
+		}
+	}
+	return rowsErr()
 }
 
 // InsertTx implements queue.TxInserter: it stores jobs inside the caller's

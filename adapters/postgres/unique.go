@@ -143,12 +143,7 @@ func (a *Adapter) insertUnique(ctx context.Context, jobs []queue.NewJob) ([]queu
 				return err
 			}
 			defer rows.Close()
-			for rows.Next() {
-				if err := each(rows.Scan); err != nil {
-					return err
-				}
-			}
-			return rows.Err()
+			return scanEach(rows.Next, rows.Scan, rows.Err, each)
 		}, wake)
 		return err
 	})
