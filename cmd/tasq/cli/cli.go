@@ -114,6 +114,7 @@ too: SELECT state, count(*) FROM tasq_jobs GROUP BY 1.`,
 		a.cronCommand(),
 		a.queuesCommand(),
 		a.statsCommand(),
+		a.uiCommand(),
 		a.demoCommand(),
 		a.benchCommand(),
 	)

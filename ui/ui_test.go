@@ -1,0 +1,415 @@
+package ui_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tasqhq/tasq/queue"
+	"github.com/tasqhq/tasq/ui"
+)
+
+func mustContain(t *testing.T, what, body string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(body, w) {
+			t.Errorf("%s lacks %q", what, w)
+		}
+	}
+}
+
+func TestPages(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	if err := f.ad.AddSchedule(f.ctx, queue.Schedule{Name: "hourly-report", Every: time.Hour, Kind: "report", Queue: "default"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path  string
+		wants []string
+	}{
+		{"/", []string{`id="queues"`, `data-queue="mail"`, `data-queue="reports"`, `id="throughput"`, `id="pause-mail"`}},
+		{"/jobs", []string{f.failed.String(), f.completed.String(), f.available.String(), `id="filter"`}},
+		{"/jobs/" + f.completed.String(), []string{`id="payload"`, `&#34;rows&#34;: 42`, "test-worker-1", `id="no-errors"`}},
+		{"/jobs/" + f.failed.String(), []string{`id="errors"`, `id="retry"`, `id="delete"`}},
+		{"/cron", []string{`data-schedule="hourly-report"`, `id="trigger-hourly-report"`, "every 1h0m0s"}},
+	} {
+		status, body := f.get(t, tc.path)
+		if status != http.StatusOK {
+			t.Errorf("GET %s: status %d", tc.path, status)
+		}
+		mustContain(t, "GET "+tc.path, body, tc.wants...)
+	}
+	resp, err := f.client.Get(f.srv.URL + "/static/style.css")
+	if err != nil || resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/css") {
+		t.Errorf("style.css: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("CSP = %q", csp)
+	}
+}
+
+// TestEscaping: a payload, error text and kind that hold HTML and terminal
+// escapes are shown as text, and the control characters as visible escapes.
+func TestEscaping(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	for _, path := range []string{"/jobs", "/jobs/" + f.failed.String(), "/jobs?state=failed"} {
+		_, body := f.get(t, path)
+		for _, raw := range []string{"<script>window.pwned", "<img src=x", "<i onmouseover", "\x1b", "\x07", "\u202e"} {
+			if strings.Contains(body, raw) {
+				t.Errorf("%s holds %q unescaped", path, raw)
+			}
+		}
+		mustContain(t, path, body, `&lt;i onmouseover=`)
+	}
+	_, body := f.get(t, "/jobs/"+f.failed.String())
+	mustContain(t, "job page", body, `&lt;script&gt;window.pwned=1&lt;/script&gt;`, `&lt;img src=x onerror=&#34;window.pwned=3&#34;&gt;`,
+		`\x1b]0;owned\x07`, `\u202eright-to-left`)
+}
+
+func TestJobsFilterAndPaging(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	var want []uuid.UUID
+	for range 5 {
+		want = append(want, f.insert(t, queue.NewJob{Kind: "page_kind", Queue: "paged", Payload: []byte(`{}`)}))
+	}
+	_, body := f.get(t, "/jobs?state=failed")
+	mustContain(t, "state filter", body, f.failed.String())
+	if strings.Contains(body, f.completed.String()) || strings.Contains(body, f.available.String()) {
+		t.Error("state=failed lists jobs in other states")
+	}
+	_, body = f.get(t, "/jobs?tag=nightly")
+	if !strings.Contains(body, f.available.String()) || strings.Contains(body, f.failed.String()) {
+		t.Error("tag filter is wrong")
+	}
+	_, body = f.get(t, "/jobs?kind=report&queue=default")
+	if !strings.Contains(body, f.completed.String()) || strings.Contains(body, f.available.String()) {
+		t.Error("kind+queue filter is wrong")
+	}
+	_, body = f.get(t, "/jobs?kind=nothing-of-this-kind")
+	mustContain(t, "empty listing", body, `id="no-jobs"`)
+
+	// Page through queue "paged" two at a time: every job once, newest first.
+	idRE := regexp.MustCompile(`data-id="([0-9a-f-]{36})"`)
+	nextRE := regexp.MustCompile(`href="([^"]+)" id="next"`)
+	path := "/jobs?queue=paged&limit=2"
+	var got []string
+	for pages := 0; path != ""; pages++ {
+		if pages > 5 {
+			t.Fatal("paging does not end")
+		}
+		status, body := f.get(t, path)
+		if status != 200 {
+			t.Fatalf("GET %s: %d", path, status)
+		}
+		for _, m := range idRE.FindAllStringSubmatch(body, -1) {
+			got = append(got, m[1])
+		}
+		path = ""
+		if m := nextRE.FindStringSubmatch(body); m != nil {
+			path = strings.ReplaceAll(m[1], "&amp;", "&")
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("paged through %d jobs, want %d: %v", len(got), len(want), got)
+	}
+	for i, id := range got {
+		if id != want[len(want)-1-i].String() {
+			t.Errorf("job %d is %s, want %s (newest first)", i, id, want[len(want)-1-i])
+		}
+	}
+	for _, bad := range []string{"/jobs?state=nope", "/jobs?limit=0", "/jobs?limit=9999", "/jobs?after=xyz", "/jobs?id=not-a-uuid"} {
+		if status, _ := f.get(t, bad); status != http.StatusBadRequest {
+			t.Errorf("GET %s: status %d, want 400", bad, status)
+		}
+	}
+}
+
+func TestSearchByID(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	resp, err := f.client.Get(f.srv.URL + "/jobs?id=" + url.QueryEscape(" "+f.failed.String()+" "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/jobs/"+f.failed.String() {
+		t.Errorf("search: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if status, _ := f.get(t, "/jobs/"+uuid.Must(uuid.NewV7()).String()); status != http.StatusNotFound {
+		t.Errorf("unknown job: status %d, want 404", status)
+	}
+}
+
+func TestJobActions(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{Prefix: "/admin/tasq"})
+	for path, want := range map[string]string{"/admin/tasq/": `href="/admin/tasq/jobs"`, "/admin/tasq/static/style.css": "TasQ dashboard", "/admin/tasq/cron": `href="/admin/tasq/static/style.css"`} {
+		if status, body := f.get(t, path); status != 200 || !strings.Contains(body, want) {
+			t.Errorf("GET %s under a prefix: %d, lacks %q", path, status, want)
+		}
+	}
+	tok := f.token(t, "/admin/tasq/jobs/"+f.failed.String())
+	form := url.Values{"csrf": {tok}}
+
+	resp, _ := f.post(t, "/admin/tasq/jobs/"+f.failed.String()+"/retry", form, nil)
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/admin/tasq/jobs/"+f.failed.String()) {
+		t.Errorf("retry: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if st := f.state(t, f.failed); st != queue.StateAvailable {
+		t.Errorf("after retry the job is %s, want available", st)
+	}
+	_, body := f.get(t, resp.Header.Get("Location"))
+	mustContain(t, "page after retry", body, `id="flash"`)
+
+	resp, _ = f.post(t, "/admin/tasq/jobs/"+f.available.String()+"/cancel", form, nil)
+	if resp.StatusCode != http.StatusSeeOther || f.state(t, f.available) != queue.StateCancelled {
+		t.Errorf("cancel: %d, state %s", resp.StatusCode, f.state(t, f.available))
+	}
+	resp, _ = f.post(t, "/admin/tasq/jobs/"+f.completed.String()+"/delete", form, nil)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("delete: %d", resp.StatusCode)
+	}
+	if _, err := f.ad.GetJob(f.ctx, f.completed); !errors.Is(err, queue.ErrJobNotFound) {
+		t.Errorf("after delete GetJob = %v, want ErrJobNotFound", err)
+	}
+	// Cancelling a finished job is refused by the backend and says so.
+	resp, body = f.post(t, "/admin/tasq/jobs/"+f.available.String()+"/cancel", form, nil)
+	if resp.StatusCode < 400 || !strings.Contains(body, "Could not cancel job") {
+		t.Errorf("cancel of a cancelled job: %d", resp.StatusCode)
+	}
+	resp, _ = f.post(t, "/admin/tasq/jobs/"+f.available.String()+"/explode", form, nil)
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown action: %d", resp.StatusCode)
+	}
+}
+
+func TestQueueAndCronActions(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	if err := f.ad.AddSchedule(f.ctx, queue.Schedule{Name: "nightly", Cron: "0 3 * * *", Kind: "report", Queue: "default"}); err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"csrf": {f.token(t, "/")}}
+	paused := func() bool {
+		states, err := f.ad.QueueStates(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range states {
+			if s.Name == "mail" {
+				return s.Paused
+			}
+		}
+		return false
+	}
+	if resp, _ := f.post(t, "/queues/mail/pause", form, nil); resp.StatusCode != http.StatusSeeOther || !paused() {
+		t.Fatalf("pause: %d, paused %v", resp.StatusCode, paused())
+	}
+	_, body := f.get(t, "/")
+	mustContain(t, "overview of a paused queue", body, `id="resume-mail"`, "paused")
+	if resp, _ := f.post(t, "/queues/mail/resume", form, nil); resp.StatusCode != http.StatusSeeOther || paused() {
+		t.Fatalf("resume: %d, paused %v", resp.StatusCode, paused())
+	}
+
+	schedPaused := func() bool {
+		s, err := f.ad.GetSchedule(f.ctx, "nightly")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Paused
+	}
+	if resp, _ := f.post(t, "/cron/nightly/pause", form, nil); resp.StatusCode != http.StatusSeeOther || !schedPaused() {
+		t.Fatalf("cron pause: %d", resp.StatusCode)
+	}
+	if resp, _ := f.post(t, "/cron/nightly/resume", form, nil); resp.StatusCode != http.StatusSeeOther || schedPaused() {
+		t.Fatalf("cron resume: %d", resp.StatusCode)
+	}
+	resp, _ := f.post(t, "/cron/nightly/trigger", form, nil)
+	loc := resp.Header.Get("Location")
+	id, err := uuid.Parse(strings.TrimPrefix(strings.Split(loc, "?")[0], "/jobs/"))
+	if resp.StatusCode != http.StatusSeeOther || err != nil {
+		t.Fatalf("trigger: %d to %q", resp.StatusCode, loc)
+	}
+	if j, err := f.ad.GetJob(f.ctx, id); err != nil || j.Kind != "report" {
+		t.Errorf("triggered job: %v, %v", j, err)
+	}
+	if resp, _ := f.post(t, "/cron/missing/pause", form, nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("pause of a missing schedule: %d, want 404", resp.StatusCode)
+	}
+}
+
+// TestCSRF: an action without the form token, with a wrong one, or from
+// another site is refused and changes nothing.
+func TestCSRF(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	tok := f.token(t, "/")
+	path := "/jobs/" + f.failed.String() + "/retry"
+	for name, tc := range map[string]struct {
+		form   url.Values
+		header http.Header
+	}{
+		"no token":     {url.Values{}, nil},
+		"wrong token":  {url.Values{"csrf": {strings.Repeat("0", len(tok))}}, nil},
+		"cross-site":   {url.Values{"csrf": {tok}}, http.Header{"Sec-Fetch-Site": {"cross-site"}}},
+		"other origin": {url.Values{"csrf": {tok}}, http.Header{"Origin": {"https://evil.example"}}},
+	} {
+		resp, _ := f.post(t, path, tc.form, tc.header)
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s: status %d, want 403", name, resp.StatusCode)
+		}
+	}
+	if resp, _ := f.post(t, "/queues/mail/pause", url.Values{}, nil); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("queue pause without token: %d", resp.StatusCode)
+	}
+	if st := f.state(t, f.failed); st != queue.StateFailed {
+		t.Errorf("job is %s after refused actions, want failed", st)
+	}
+}
+
+func TestReadOnly(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{ReadOnly: true})
+	for _, path := range []string{"/", "/jobs/" + f.failed.String(), "/cron"} {
+		status, body := f.get(t, path)
+		if status != 200 || strings.Contains(body, `method="post"`) {
+			t.Errorf("read-only %s: status %d, has a form: %v", path, status, strings.Contains(body, `method="post"`))
+		}
+		mustContain(t, path, body, `id="read-only"`)
+	}
+	if status, _ := f.get(t, "/bulk?state=failed&action=retry"); status != http.StatusForbidden {
+		t.Errorf("read-only bulk confirmation: %d", status)
+	}
+	resp, _ := f.post(t, "/jobs/"+f.failed.String()+"/retry", url.Values{"csrf": {"x"}}, nil)
+	if resp.StatusCode != http.StatusForbidden || f.state(t, f.failed) != queue.StateFailed {
+		t.Errorf("read-only retry: %d, state %s", resp.StatusCode, f.state(t, f.failed))
+	}
+}
+
+func TestThroughputChart(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	for range 3 {
+		f.insert(t, queue.NewJob{Kind: "tick", Queue: "chart", Payload: []byte(`{}`)})
+		f.finish(t, "chart", func(j *queue.Job) queue.Outcome { return queue.Completed(j, nil) })
+	}
+	_, body := f.get(t, "/")
+	// The fixture's completed job and these three.
+	mustContain(t, "overview", body, `<b id="throughput-total">4</b>`)
+	if n := strings.Count(body, "</title></rect>"); n != 60 {
+		t.Errorf("chart has %d bars, want 60", n)
+	}
+}
+
+// bare is an adapter with no capability beyond the core.
+type bare struct{ queue.Adapter }
+
+func (bare) Name() string { return "bare" }
+
+func TestMissingCapabilities(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	h, err := ui.New(bare{f.ad}, ui.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"/":     "no queue.StatsReader",
+		"/jobs": "is no queue.JobReader",
+		"/cron": "is no queue.Scheduler",
+	} {
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, path, nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("%s on a bare adapter: %d, lacks %q", path, rec.Code, want)
+		}
+	}
+}
+
+func TestBulkActions(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	var ids []uuid.UUID
+	for range 3 {
+		id := f.insert(t, queue.NewJob{Kind: "bulk_kind", Queue: "bulkq", Payload: []byte(`{}`)})
+		f.finish(t, "bulkq", func(j *queue.Job) queue.Outcome { return queue.Failed(j, errors.New("nope")) })
+		ids = append(ids, id)
+	}
+	_, body := f.get(t, "/jobs?state=failed&queue=bulkq")
+	mustContain(t, "failed listing", body, `id="bulk-retry"`, `id="bulk-delete"`)
+	if strings.Contains(body, `id="bulk-cancel"`) {
+		t.Error("failed jobs offer a bulk cancel")
+	}
+	status, body := f.get(t, "/bulk?state=failed&queue=bulkq&action=retry")
+	if status != 200 {
+		t.Fatalf("confirmation: %d", status)
+	}
+	mustContain(t, "confirmation", body, `<b id="bulk-count">3</b>`, `id="bulk-go"`)
+	for _, id := range ids {
+		if st := f.state(t, id); st != queue.StateFailed {
+			t.Fatalf("the confirmation page changed job %s to %s", id, st)
+		}
+	}
+	form := url.Values{"csrf": {tokenRE.FindStringSubmatch(body)[1]}, "action": {"retry"}, "state": {"failed"}, "queue": {"bulkq"}}
+	resp, body := f.post(t, "/bulk", form, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("bulk retry: %d", resp.StatusCode)
+	}
+	mustContain(t, "bulk result", body, `<b id="bulk-changed">3</b>`)
+	for _, id := range ids {
+		if st := f.state(t, id); st != queue.StateAvailable {
+			t.Errorf("job %s is %s after the bulk retry, want available", id, st)
+		}
+	}
+	// The fixture's failed job in another queue was not touched.
+	if st := f.state(t, f.failed); st != queue.StateFailed {
+		t.Errorf("a job outside the filter is %s", st)
+	}
+	_, body = f.get(t, "/bulk?state=failed&queue=bulkq&action=retry")
+	mustContain(t, "empty confirmation", body, `id="bulk-none"`)
+
+	for _, bad := range []string{"/bulk?action=retry", "/bulk?state=completed&action=retry", "/bulk?state=failed&action=explode"} {
+		if status, _ := f.get(t, bad); status != http.StatusBadRequest {
+			t.Errorf("GET %s: %d, want 400", bad, status)
+		}
+	}
+	form.Del("csrf")
+	if resp, _ := f.post(t, "/bulk", form, nil); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("bulk without token: %d", resp.StatusCode)
+	}
+}
+
+// TestQueueNameInPath: a queue name with a slash and HTML pauses the queue
+// of that exact name.
+func TestQueueNameInPath(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	const name = `team/<b>mail</b>`
+	f.insert(t, queue.NewJob{Kind: "k", Queue: name, Payload: []byte(`{}`)})
+	_, body := f.get(t, "/")
+	m := regexp.MustCompile(`action="([^"]*team[^"]*/pause)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no pause form for %q", name)
+	}
+	action := strings.ReplaceAll(m[1], "&amp;", "&")
+	if resp, _ := f.post(t, action, url.Values{"csrf": {f.token(t, "/")}}, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("POST %s: %d", action, resp.StatusCode)
+	}
+	states, err := f.ad.QueueStates(f.ctx)
+	if err != nil || len(states) != 1 || states[0].Name != name || !states[0].Paused {
+		t.Errorf("queue states after pausing %q via %s: %+v, %v", name, action, states, err)
+	}
+}
