@@ -66,6 +66,10 @@ type NewJob struct {
 	// that has them (CheckPlainJobs).
 	Tags []string
 	Meta []byte
+	// Headers travel with the job to its attempts (SetHeader): the client
+	// stores them in Meta under HeadersMetaKey on a MetaStorer and drops
+	// them elsewhere, so adapters never see them.
+	Headers map[string]string
 }
 
 // CheckNewJobs validates a batch before an adapter stores any of it: not
@@ -129,6 +133,10 @@ type Job struct {
 	RetryDelay   time.Duration
 	Timeout      time.Duration
 	DispatchedAt time.Time
+	// Meta is the job's metadata (WithMeta, and the headers under
+	// HeadersMetaKey) on a backend that returns it with a claim
+	// (MetaStorer); nil when it has none.
+	Meta json.RawMessage
 	// Invalid, when set, says why the backend could not read part of the
 	// claimed row (a value out of range, a timestamp at infinity). The job
 	// is not run: the worker fails it with this reason, and the other jobs
@@ -267,6 +275,10 @@ type ClaimRequest struct {
 	// a worker claims only what it can run, so that in a rolling deploy
 	// jobs of a kind only newer workers know wait for them.
 	Kinds []string
+	// Meta asks for each job's metadata (Job.Meta) on backends that keep it
+	// (MetaStorer); workers whose middleware reads it set it. Without it a
+	// backend may leave Job.Meta nil, sparing the claim the reading.
+	Meta bool
 }
 
 // Source is what a worker needs from a backend: the core every adapter has.

@@ -16,6 +16,8 @@ type Client struct {
 	named   map[string]Adapter
 	encoder Encoder
 	now     func() time.Time // WithClock; nil means time.Now
+
+	dispatchMW []DispatchMiddleware // WithDispatchMiddleware
 }
 
 // Encoder turns a task into its job payload. The default is encoding/json;
@@ -210,7 +212,7 @@ func (c *Client) dispatch(ctx context.Context, tx any, tasks []any, opts []Dispa
 		return nil, fmt.Errorf("%w: these tasks go to %d different drivers (%v); a batch is stored all or none, which only one backend can promise: dispatch each driver's tasks in its own call", ErrMixedBatch, len(order), names)
 	}
 	a := order[0]
-	return c.store(ctx, tx, a, groups[a])
+	return c.runDispatch(ctx, tx, a, groups[a])
 }
 
 func (c *Client) build(task any, o *dispatchOpts) (NewJob, Adapter, error) {

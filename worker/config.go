@@ -62,6 +62,10 @@ type Config struct {
 	// payload only refers to, such as ORM models (see package ormref): the
 	// guide's session for re-fetching models.
 	Resolver queue.Resolver
+	// Middleware wraps every attempt, the first outermost (see
+	// queue.AttemptMiddleware): tracing, metrics, logging context. Handle
+	// runs with the context the innermost middleware passes on.
+	Middleware []queue.AttemptMiddleware
 	// ID names the worker in attempted_by and in logs. Default host-pid-random.
 	ID string
 	// Logger receives the worker's logs. Default slog.Default().

@@ -69,7 +69,11 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 	if !w.execs.started(c.x, cancel, deadline) {
 		return o, false // lost before it started: another execution has it
 	}
-	result, err := w.attempt(hctx, x)
+	var at *queue.Attempt // set when attempt middleware runs
+	result, err := w.run(hctx, j, x, &at, &log.ctx)
+	if at != nil {
+		defer func() { w.finish(log.ctx, at, o, err, !send) }()
+	}
 
 	if err == nil {
 		return queue.Completed(j, result), true
@@ -106,6 +110,39 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 		w.runFailed(jobCtx, x, err, log)
 	}
 	return o, true
+}
+
+// run runs the attempt through the worker's attempt middleware, if any; a
+// panic in a middleware is an error wrapping queue.ErrPanic, as one in
+// Handle is.
+//
+// The context the middleware handed to Handle goes to *logCtx, so that the
+// attempt's log lines carry what the middleware put there (a span).
+func (w *Worker) run(ctx context.Context, j *queue.Job, x *queue.Execution, at **queue.Attempt, logCtx *context.Context) (res json.RawMessage, err error) {
+	if len(w.cfg.Middleware) == 0 {
+		return w.attempt(ctx, x)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = nil, fmt.Errorf("%w: in attempt middleware: %v\n%s", queue.ErrPanic, p, debug.Stack())
+		}
+	}()
+	a := queue.NewAttempt(j, x.Meta)
+	*at = a
+	return queue.ChainAttempt(w.cfg.Middleware, a, func(ctx context.Context) (json.RawMessage, error) {
+		*logCtx = ctx
+		return w.attempt(ctx, x)
+	})(ctx)
+}
+
+// finish tells the attempt middleware the decided outcome.
+func (w *Worker) finish(ctx context.Context, a *queue.Attempt, o queue.Outcome, err error, dropped bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			w.log.ErrorContext(ctx, "attempt middleware's AfterOutcome panicked", "job_id", a.Job.ID, "panic", fmt.Sprint(p))
+		}
+	}()
+	a.Finish(queue.AttemptOutcome{Outcome: o, Err: err, Dropped: dropped})
 }
 
 // attempt resolves the task's references and runs Handle (which encodes the

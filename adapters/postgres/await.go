@@ -181,7 +181,7 @@ func (d *doneSender) send() {
 	// A lost notification only makes the waiting clients find the job at
 	// their next poll.
 	if _, err := d.a.pool.Exec(ctx, d.a.sql.q(`SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`), d.a.sql.done, donePayloads(ids)); err != nil {
-		d.a.log.Debug("tasq/postgres: done notification failed; waiting clients find the jobs at their next poll", "err", err)
+		d.a.log.DebugContext(ctx, "tasq/postgres: done notification failed; waiting clients find the jobs at their next poll", "err", err)
 	}
 }
 
@@ -301,7 +301,7 @@ func (h *awaitHub) announce() {
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 	defer cancel()
 	if _, err := h.a.pool.Exec(ctx, h.a.sql.q(`SELECT pg_notify($1, $2)`), h.a.sql.ctrl, awaitMessage); err != nil && h.ctx.Err() == nil {
-		h.a.log.Debug("tasq/postgres: cannot tell the workers that a client waits for jobs; it finds them by polling", "err", err)
+		h.a.log.DebugContext(ctx, "tasq/postgres: cannot tell the workers that a client waits for jobs; it finds them by polling", "err", err)
 	}
 }
 
@@ -329,7 +329,7 @@ func (h *awaitHub) run() {
 				if h.ctx.Err() != nil {
 					return
 				}
-				h.a.log.Debug("tasq/postgres: cannot listen for finished jobs; waiting clients poll", "err", err, "retry_in", backoff)
+				h.a.log.DebugContext(h.ctx, "tasq/postgres: cannot listen for finished jobs; waiting clients poll", "err", err, "retry_in", backoff)
 				select {
 				case <-h.ctx.Done():
 					return

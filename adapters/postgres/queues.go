@@ -200,14 +200,14 @@ WITH picked AS (
 )
 UPDATE tasq_jobs AS j SET ` + claimSet("$3", "$4", "$6") + `
 FROM picked WHERE j.id = picked.id
-RETURNING ` + claimedColumns
+RETURNING ` + claimedMetaColumns
 
 // claimIDsSQL claims the jobs $1 (locked by candidatesSQL) for worker $2,
 // attempted at $4.
 var claimIDsSQL = `
 UPDATE tasq_jobs AS j SET ` + claimSet("$2", "$3", "$4") + `
 WHERE j.id = ANY($1::uuid[])
-RETURNING ` + claimedColumns
+RETURNING ` + claimedMetaColumns
 
 // claimControlled claims from a paused or limited queue: it locks the
 // queue's row, so that the queue's claims run one after another, reads what

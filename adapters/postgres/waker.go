@@ -82,7 +82,7 @@ func (w *waker) send() {
 	defer cancel()
 	// A lost wake-up only delays pick-up until the workers' next poll.
 	if _, err := w.a.pool.Exec(ctx, `SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q`, w.a.sql.channel, queues); err != nil {
-		w.a.log.Debug("tasq/postgres: wake-up notification failed; workers find the jobs at their next poll", "err", err)
+		w.a.log.DebugContext(ctx, "tasq/postgres: wake-up notification failed; workers find the jobs at their next poll", "err", err)
 	}
 }
 

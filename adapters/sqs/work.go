@@ -173,7 +173,7 @@ func (a *Adapter) accept(ctx context.Context, q, u, workerID string, m *types.Me
 	if errors.Is(err, errNewerFormat) {
 		// Leave it to an upgraded worker: it comes back when the visibility
 		// timeout runs out.
-		a.log.Warn("skipping a job this version of TasQ cannot read; upgrade this worker", "queue", q, "message_id", aws.ToString(m.MessageId), "err", err)
+		a.log.WarnContext(ctx, "skipping a job this version of TasQ cannot read; upgrade this worker", "queue", q, "message_id", aws.ToString(m.MessageId), "err", err)
 		return nil, nil
 	}
 	if err != nil {
@@ -227,7 +227,7 @@ func (a *Adapter) putBack(ctx context.Context, q, u string, jobs []*otherKind) {
 		c.Attempts, c.TokenBase, c.NotBefore = j.tries, j.token, nil
 		body, err := a.encodeFit(c)
 		if err != nil {
-			a.log.Warn("cannot copy a job of another kind to put it back; making it visible again", "queue", q, "job_id", j.env.ID, "err", err)
+			a.log.WarnContext(ctx, "cannot copy a job of another kind to put it back; making it visible again", "queue", q, "job_id", j.env.ID, "err", err)
 			visible = append(visible, &leaseRec{url: u, handle: aws.ToString(j.m.ReceiptHandle)})
 			continue
 		}
@@ -238,7 +238,7 @@ func (a *Adapter) putBack(ctx context.Context, q, u string, jobs []*otherKind) {
 	for k, err := range a.sendEach(ctx, target{queue: q}, msgs) {
 		rec := &leaseRec{url: u, handle: aws.ToString(sendable[k].m.ReceiptHandle)}
 		if err != nil {
-			a.log.Warn("cannot put back a job of another kind as a fresh copy; making it visible again", "queue", q, "job_id", sendable[k].env.ID, "err", err)
+			a.log.WarnContext(ctx, "cannot put back a job of another kind as a fresh copy; making it visible again", "queue", q, "job_id", sendable[k].env.ID, "err", err)
 			visible = append(visible, rec)
 			continue
 		}
@@ -246,12 +246,12 @@ func (a *Adapter) putBack(ctx context.Context, q, u string, jobs []*otherKind) {
 	}
 	for _, err := range a.deleteMessages(ctx, del) {
 		if err != nil {
-			a.log.Warn("put back a job of another kind but cannot delete the received message; the job may run twice", "queue", q, "err", err)
+			a.log.WarnContext(ctx, "put back a job of another kind but cannot delete the received message; the job may run twice", "queue", q, "err", err)
 		}
 	}
 	for _, err := range a.setVisibility(ctx, visible, 0) {
 		if err != nil && !errors.Is(err, errStale) {
-			a.log.Warn("cannot make a job of another kind visible again; it comes back after the claim's visibility timeout", "queue", q, "err", err)
+			a.log.WarnContext(ctx, "cannot make a job of another kind visible again; it comes back after the claim's visibility timeout", "queue", q, "err", err)
 		}
 	}
 }
@@ -274,7 +274,7 @@ func (a *Adapter) deferLong(ctx context.Context, q, u string, m *types.Message, 
 			QueueUrl: aws.String(u), ReceiptHandle: aws.String(handle), VisibilityTimeout: max(seconds(hide), 1)})
 		if err != nil {
 			// It comes back when the claim's visibility timeout runs out.
-			a.log.Warn("cannot hide a delayed job's message again", "queue", q, "job_id", e.ID, "err", err)
+			a.log.WarnContext(ctx, "cannot hide a delayed job's message again", "queue", q, "job_id", e.ID, "err", err)
 		}
 		return
 	}
@@ -288,11 +288,11 @@ func (a *Adapter) deferLong(ctx context.Context, q, u string, m *types.Message, 
 		}
 	}
 	if err != nil {
-		a.log.Warn("cannot re-send a delayed job's message; trying again when it comes back", "queue", q, "job_id", e.ID, "err", err)
+		a.log.WarnContext(ctx, "cannot re-send a delayed job's message; trying again when it comes back", "queue", q, "job_id", e.ID, "err", err)
 		return
 	}
 	if _, err := a.client.DeleteMessage(ctx, &awssqs.DeleteMessageInput{QueueUrl: aws.String(u), ReceiptHandle: aws.String(handle)}); err != nil {
-		a.log.Warn("re-sent a delayed job's message but cannot delete the old one; the job may run twice", "queue", q, "job_id", e.ID, "err", err)
+		a.log.WarnContext(ctx, "re-sent a delayed job's message but cannot delete the old one; the job may run twice", "queue", q, "job_id", e.ID, "err", err)
 	}
 }
 
@@ -301,7 +301,7 @@ func (a *Adapter) deferLong(ctx context.Context, q, u string, m *types.Message, 
 // wrong: one unreadable message must not stop the claim it came in.
 func (a *Adapter) quarantine(ctx context.Context, q, u string, m *types.Message, why error, now time.Time) {
 	body, handle := aws.ToString(m.Body), aws.ToString(m.ReceiptHandle)
-	a.log.Warn("message is not a TasQ job; moving it to the failed queue", "queue", q, "message_id", aws.ToString(m.MessageId), "err", why)
+	a.log.WarnContext(ctx, "message is not a TasQ job; moving it to the failed queue", "queue", q, "message_id", aws.ToString(m.MessageId), "err", why)
 	fin := now.UTC()
 	rec := &envelope{V: envelopeVersion, Queue: q, State: queue.StateFailed, FinishedAt: &fin, Raw: body}
 	rec.addError(0, now, fmt.Sprintf("unreadable message %s: %v", aws.ToString(m.MessageId), why))
@@ -315,7 +315,7 @@ func (a *Adapter) quarantine(ctx context.Context, q, u string, m *types.Message,
 		}
 		rec.Raw = body[:cut] + "... (truncated)"
 		if out, err = rec.encode(a.maxSize); err != nil {
-			a.log.Error("cannot move an unreadable message to the failed queue; it stays", "queue", q, "message_id", aws.ToString(m.MessageId), "err", err)
+			a.log.ErrorContext(ctx, "cannot move an unreadable message to the failed queue; it stays", "queue", q, "message_id", aws.ToString(m.MessageId), "err", err)
 			return
 		}
 	}
@@ -324,11 +324,11 @@ func (a *Adapter) quarantine(ctx context.Context, q, u string, m *types.Message,
 		err = errs[0]
 	}
 	if err != nil {
-		a.log.Error("cannot move an unreadable message to the failed queue; it comes back after its visibility timeout", "queue", q, "message_id", aws.ToString(m.MessageId), "err", err)
+		a.log.ErrorContext(ctx, "cannot move an unreadable message to the failed queue; it comes back after its visibility timeout", "queue", q, "message_id", aws.ToString(m.MessageId), "err", err)
 		return
 	}
 	if _, err := a.client.DeleteMessage(ctx, &awssqs.DeleteMessageInput{QueueUrl: aws.String(u), ReceiptHandle: aws.String(handle)}); err != nil {
-		a.log.Error("moved an unreadable message to the failed queue but cannot delete it", "queue", q, "message_id", aws.ToString(m.MessageId), "err", err)
+		a.log.ErrorContext(ctx, "moved an unreadable message to the failed queue but cannot delete it", "queue", q, "message_id", aws.ToString(m.MessageId), "err", err)
 	}
 }
 

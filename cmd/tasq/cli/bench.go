@@ -102,6 +102,8 @@ type benchResult struct {
 }
 
 type benchFlags struct {
+	otel        bool                      // trace dispatches and attempts (tasqotel)
+	middleware  []queue.AttemptMiddleware // --otel's, for the workers
 	mode        string
 	n           int
 	duration    time.Duration
@@ -192,6 +194,7 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
 	fl.IntVar(&f.rate, "rate", 500, "latency: jobs dispatched per second")
 	fl.IntVar(&f.concurrency, "concurrency", 2000, "worker concurrency (River's benchmark uses MaxWorkers 2000)")
 	fl.IntVar(&f.batch, "batch", 1000, "jobs per DispatchMany call when inserting")
+	fl.BoolVar(&f.otel, "otel", false, "trace every dispatch and attempt with tasqotel (sampled, batched, discarded): what the middleware and OpenTelemetry cost")
 	fl.BoolVar(&f.json, "json", false, "also print a RESULT {json} line per workload")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the workloads to this file (go tool pprof)")
 	fl.IntVar(&f.limits.Total.MaxRunning, "max-running", 0, "limit the benchmark queue to this many running jobs across the fleet (0: no limit)")
@@ -283,10 +286,13 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 		return err
 	}
 	defer ad.Close()
-	client, err := queue.NewClient(ad)
+	otelOpts, otelMW, otelStop := benchOtel(f.otel)
+	defer otelStop()
+	client, err := queue.NewClient(ad, otelOpts...)
 	if err != nil {
 		return err
 	}
+	f.middleware = otelMW
 	if err := ad.SetQueueLimits(ctx, benchQueue, f.limits); err != nil {
 		return fmt.Errorf("--max-running/--max-starts: %w", err)
 	}
@@ -376,7 +382,7 @@ func (b *bench) newWorker(maxTasks int) (*worker.Worker, error) {
 		return nil, err
 	}
 	return worker.New(b.ad, reg, worker.Config{
-		Queues: []string{benchQueue}, Concurrency: b.f.concurrency, MaxTasks: maxTasks,
+		Queues: []string{benchQueue}, Concurrency: b.f.concurrency, MaxTasks: maxTasks, Middleware: b.f.middleware,
 		Logger: slog.New(slog.NewTextHandler(b.errw, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 }

@@ -39,6 +39,7 @@ type workerFlags struct {
 	keepCancelled       time.Duration
 	keepFailed          time.Duration
 	archive             bool
+	metricsAddr         string
 }
 
 func (a *app) workerCommand() *cobra.Command {
@@ -92,6 +93,7 @@ builds its own binary that registers its tasks and mounts this command:
 		"retention: the maintenance leader deletes completed jobs this long after they finished; \"forever\" keeps them")
 	fl.Var((*retentionAge)(&f.keepCancelled), "keep-cancelled", "retention for cancelled jobs (or \"forever\")")
 	fl.Var((*retentionAge)(&f.keepFailed), "keep-failed", "retention for failed jobs, the dead letters (or \"forever\")")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9090)")
 	fl.BoolVar(&f.archive, "archive", false, "retention moves expired jobs to tasq_jobs_archive instead of deleting them")
 	return cmd
 }
@@ -204,9 +206,21 @@ func (a *app) runWorker(cmd *cobra.Command, f *workerFlags) error {
 		return err
 	}
 	defer ad.Close()
+	var metrics *metricsServer
+	if f.metricsAddr != "" {
+		if metrics, err = listenMetrics(f.metricsAddr, &cfg); err != nil {
+			return err
+		}
+	}
 	w, err := worker.New(ad, reg, cfg)
 	if err != nil {
+		if metrics != nil {
+			_ = metrics.ln.Close()
+		}
 		return fmt.Errorf("start the worker: %w", err)
+	}
+	if metrics != nil {
+		defer metrics.serve(w, ad, log)()
 	}
 	ctx, stop := withSignals(cmd.Context(), func() {
 		log.Info("stop signal received; finishing running jobs (send it again to exit at once)",
