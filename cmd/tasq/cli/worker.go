@@ -223,11 +223,11 @@ func (a *app) runWorker(cmd *cobra.Command, f *workerFlags) error {
 		defer metrics.serve(w, ad, log)()
 	}
 	ctx, stop := withSignals(cmd.Context(), func() {
-		log.Info("stop signal received; finishing running jobs (send it again to exit at once)",
+		log.InfoContext(cmd.Context(), "stop signal received; finishing running jobs (send it again to exit at once)",
 			"shutdown_grace", cfg.ShutdownGrace)
 	})
 	defer stop()
-	log.Info("serving", "queues", strings.Join(cfg.Queues, ","), "kinds", strings.Join(reg.Kinds(), ","))
+	log.InfoContext(ctx, "serving", "queues", strings.Join(cfg.Queues, ","), "kinds", strings.Join(reg.Kinds(), ","))
 	if err := w.Run(ctx); err != nil {
 		// Run stops by itself only when it cannot go on, e.g. when the
 		// schema is gone (queue.ErrNotMigrated).
