@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,50 +15,68 @@ import (
 	"github.com/tasqhq/tasq/queue"
 )
 
-// insertJobsSQL is the INSERT both dispatch statements share: a batch of
+// insertJobs returns the INSERT every dispatch statement shares: a batch of
 // jobs from parallel arrays ($1..$9), scheduled when delayed, with times from
-// the database clock, never the client's.
-const insertJobsSQL = `
-    INSERT INTO tasq_jobs (id, kind, queue, state, priority, payload, max_retries, retry_delay_ms, timeout_ms, run_at)
+// the database clock, never the client's. tagged adds two more arrays for a
+// batch in which a job has tags or metadata: $10 the tags of each job joined
+// by commas (a tag holds none, see queue.CheckTag) and $11 the metadata
+// objects. A batch without them takes the plain form, so plain dispatch does
+// not pay for them; the columns' defaults fill them in.
+func insertJobs(tagged bool) string {
+	cols, vals, arrays, names := "", "", "", ""
+	if tagged {
+		cols, vals = ", tags, meta", ", string_to_array(u.tags, ','), u.meta::jsonb"
+		arrays, names = ", $10::text[], $11::text[]", ", tags, meta"
+	}
+	return `
+    INSERT INTO tasq_jobs (id, kind, queue, state, priority, payload, max_retries, retry_delay_ms, timeout_ms, run_at` + cols + `)
     SELECT u.id, u.kind, u.queue,
            CASE WHEN u.delay_ms > 0 THEN 'scheduled' ELSE 'available' END::tasq_job_state,
            u.priority, u.payload::jsonb, u.max_retries, u.retry_delay_ms, u.timeout_ms,
-           now() + u.delay_ms * interval '1 millisecond'
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::int[], $7::bigint[], $8::bigint[], $9::bigint[])
-         AS u(id, kind, queue, priority, payload, max_retries, retry_delay_ms, timeout_ms, delay_ms)`
+           now() + u.delay_ms * interval '1 millisecond'` + vals + `
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::int[], $7::bigint[], $8::bigint[], $9::bigint[]` + arrays + `)
+         AS u(id, kind, queue, priority, payload, max_retries, retry_delay_ms, timeout_ms, delay_ms` + names + `)`
+}
 
-// insertSQL inserts a batch of jobs in one statement from parallel arrays and
-// returns the queues that gained available jobs, for the waker to notify
-// once the insert has committed. Times come from the database clock, never
-// the client's. (A caller's transaction uses insertTxSQL, which notifies in
-// the statement itself, so that the wake-up commits with the rows.)
-const insertSQL = `
-WITH ins AS (` + insertJobsSQL + `
+// insertStatement is a plain dispatch: it inserts the batch in one statement
+// and returns the queues that gained available jobs, for the waker to notify
+// once the insert has committed. (A caller's transaction uses
+// insertTxStatement, which notifies in the statement itself, so that the
+// wake-up commits with the rows.)
+func insertStatement(jobs string) string {
+	return `
+WITH ins AS (` + jobs + `
     RETURNING queue, state
 )
 SELECT DISTINCT queue FROM ins WHERE state = 'available'`
+}
 
-// insertTaggedJobsSQL is insertJobsSQL for a batch in which a job has tags
-// or metadata: two more arrays, $10 the tags of each job joined by commas
-// (a tag holds none, see queue.CheckTag) and $11 the metadata objects. A
-// batch without them takes insertJobsSQL, so plain dispatch does not pay
-// for them; the columns' defaults fill them in.
-const insertTaggedJobsSQL = `
-    INSERT INTO tasq_jobs (id, kind, queue, state, priority, payload, max_retries, retry_delay_ms, timeout_ms, run_at, tags, meta)
-    SELECT u.id, u.kind, u.queue,
-           CASE WHEN u.delay_ms > 0 THEN 'scheduled' ELSE 'available' END::tasq_job_state,
-           u.priority, u.payload::jsonb, u.max_retries, u.retry_delay_ms, u.timeout_ms,
-           now() + u.delay_ms * interval '1 millisecond', string_to_array(u.tags, ','), u.meta::jsonb
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::int[], $7::bigint[], $8::bigint[], $9::bigint[],
-                $10::text[], $11::text[])
-         AS u(id, kind, queue, priority, payload, max_retries, retry_delay_ms, timeout_ms, delay_ms, tags, meta)`
-
-// insertTaggedSQL is insertSQL for a batch with tags or metadata.
-const insertTaggedSQL = `
-WITH ins AS (` + insertTaggedJobsSQL + `
+// insertTxStatement is insertStatement for a caller's transaction, guarded by
+// the database's identity ($n from tasq_instance, and $n+1 its name, which
+// tells apart databases cloned from one template): in a transaction on
+// another database it inserts nothing, and InsertTx reports that rather than
+// store jobs where this adapter's workers never look. $n+2 is the channel to
+// notify. It returns how many rows it inserted and how many queues it woke.
+func insertTxStatement(jobs string, n int) string {
+	p := func(i int) string { return "$" + strconv.Itoa(n+i) }
+	return `
+WITH ins AS (` + jobs + `
+    WHERE EXISTS (SELECT 1 FROM tasq_instance WHERE id = ` + p(0) + `) AND current_database() = ` + p(1) + `
     RETURNING queue, state
+), woken AS (
+    SELECT pg_notify(` + p(2) + `, q.queue) FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q
 )
-SELECT DISTINCT queue FROM ins WHERE state = 'available'`
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woken)`
+}
+
+// The dispatch statements: plain or with tags, outside or inside a caller's
+// transaction (whose guard parameters follow the arrays).
+var (
+	insertSQL         = insertStatement(insertJobs(false))
+	insertTaggedSQL   = insertStatement(insertJobs(true))
+	insertTxSQL       = insertTxStatement(insertJobs(false), 10)
+	insertTaggedTxSQL = insertTxStatement(insertJobs(true), 12)
+)
 
 // hasTags reports whether a job of the batch has tags or metadata.
 func hasTags(jobs []queue.NewJob) bool {
@@ -69,7 +88,7 @@ func hasTags(jobs []queue.NewJob) bool {
 	return false
 }
 
-// tagArgs returns the arrays $10 and $11 of insertTaggedJobsSQL.
+// tagArgs returns the arrays $10 and $11 of insertJobs(true).
 func tagArgs(jobs []queue.NewJob) []any {
 	tags := make([]string, len(jobs))
 	meta := make([]string, len(jobs))
@@ -140,32 +159,6 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 	}
 	return nil
 }
-
-// insertTxSQL is insertSQL for a caller's transaction, guarded by the
-// database's identity ($10 from tasq_instance, and $11 its name, which tells
-// apart databases cloned from one template): in a transaction on another
-// database it inserts nothing, and InsertTx reports that rather than store
-// jobs where this adapter's workers never look. It returns how many rows it
-// inserted.
-const insertTxSQL = `
-WITH ins AS (` + insertJobsSQL + `
-    WHERE EXISTS (SELECT 1 FROM tasq_instance WHERE id = $10) AND current_database() = $11
-    RETURNING queue, state
-), woken AS (
-    SELECT pg_notify($12, q.queue) FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q
-)
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woken)`
-
-// insertTaggedTxSQL is insertTxSQL for a batch with tags or metadata: the
-// guard and the channel are $12, $13 and $14.
-const insertTaggedTxSQL = `
-WITH ins AS (` + insertTaggedJobsSQL + `
-    WHERE EXISTS (SELECT 1 FROM tasq_instance WHERE id = $12) AND current_database() = $13
-    RETURNING queue, state
-), woken AS (
-    SELECT pg_notify($14, q.queue) FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') AS q
-)
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woken)`
 
 // sqlQuerier is what *sql.Tx and gorm's transaction connections share.
 type sqlQuerier interface {

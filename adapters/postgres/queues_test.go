@@ -388,3 +388,60 @@ func TestQueuePerKeyLimits(t *testing.T) {
 		checkWindow(t, "customer "+k, ts, 2, per)
 	}
 }
+
+// TestQueueLimitWithAKilledWorker: a worker that dies (or freezes) holding
+// jobs of a limited queue keeps their slots until its leases expire and
+// maintenance rescues the jobs; only then can another worker claim, and the
+// dead worker's late outcomes are refused. At no point do more jobs of the
+// queue run than the limit.
+func TestQueueLimitWithAKilledWorker(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newControlEnv(t, 2)
+	dead, alive := e.adapters[0], e.adapters[1]
+	if err := dead.SetQueueLimits(ctx, "limited", queue.QueueLimits{Total: queue.Limit{MaxRunning: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	e.dispatch(t, "limited", `{}`, `{}`, `{}`, `{}`)
+	running := func() int {
+		t.Helper()
+		var n int
+		if err := dead.Pool().QueryRow(ctx, `SELECT count(*) FROM tasq_jobs WHERE queue = 'limited' AND state = 'running'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 2 {
+			t.Fatalf("%d jobs of the queue are running; the limit is 2", n)
+		}
+		return n
+	}
+	held, err := dead.Claim(ctx, queue.ClaimRequest{Queue: "limited", WorkerID: "dead", Limit: 10, Lease: 300 * time.Millisecond})
+	if err != nil || len(held) != 2 {
+		t.Fatalf("the first worker claimed %d jobs, %v; want the limit, 2", len(held), err)
+	}
+	// The worker dies here: no outcome, no renewal.
+	var got []*queue.Job
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the dead worker's slots were never given back")
+		}
+		running()
+		if _, _, err := alive.Maintain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, err = alive.Claim(ctx, queue.ClaimRequest{Queue: "limited", WorkerID: "alive", Limit: 10, Lease: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if n := running(); n != 2 || len(got) != 2 {
+		t.Fatalf("after the rescue the second worker claimed %d and %d run; want 2 and 2", len(got), n)
+	}
+	outs := []queue.Outcome{queue.Completed(held[0], nil), queue.Completed(held[1], nil)}
+	if n, err := dead.Finish(ctx, "dead", outs); err != nil || n != 0 {
+		t.Fatalf("the dead worker's late outcomes: %d applied, %v; want none", n, err)
+	}
+	running()
+}
