@@ -26,10 +26,14 @@ func (w *Worker) executor(jobCtx context.Context) {
 		o, send := w.execute(jobCtx, c)
 		held := w.execs.returned(c.x)
 		w.poke(w.slotFreed)
-		if send && held {
+		switch {
+		case send && held:
 			w.send(o)
-		} else if send {
+		case send:
 			w.stats.stale.Add(1) // its claim was lost meanwhile; the backend would refuse it
+		case held:
+			// Nothing to write (the job's transaction completed it): forget it.
+			w.execs.settle(queue.Outcome{ID: c.x.lease.ID, Token: c.x.lease.Token})
 		}
 		w.jobs.Done()
 	}
@@ -66,15 +70,31 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 		hctx, cancelT = context.WithDeadline(hctx, deadline)
 		defer cancelT()
 	}
+	var txc *queue.TxCompletion // set when the backend can complete jobs in a transaction
+	tc, canTx := w.src.(queue.TxCompleter)
+	if canTx {
+		hctx, txc = queue.NewTxCompletion(hctx, tc, w.cfg.ID, j)
+	}
 	if !w.execs.started(c.x, cancel, deadline) {
 		return o, false // lost before it started: another execution has it
 	}
 	var at *queue.Attempt // set when attempt middleware runs
+	txDone := false       // the job's own transaction completed it
 	result, err := w.run(hctx, j, x, &at, &log.ctx)
 	if at != nil {
-		defer func() { w.finish(log.ctx, at, o, err, !send) }()
+		defer func() { w.finish(log.ctx, at, o, err, !send && !txDone) }()
 	}
 
+	if txc != nil && txc.Used() {
+		// Handle completed its job in a transaction of its own (CompleteTx):
+		// the outcome is written if, and only if, that transaction committed.
+		if txDone = w.txSettled(jobCtx, tc, j, err, log); txDone {
+			return queue.Completed(j, nil), false
+		}
+		if err == nil {
+			err = queue.ErrTxNotCommitted
+		}
+	}
 	if err == nil {
 		return queue.Completed(j, result), true
 	}
@@ -110,6 +130,32 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 		w.runFailed(jobCtx, x, err, log)
 	}
 	return o, true
+}
+
+// txSettled asks the backend whether the transaction in which Handle called
+// CompleteTx committed the job's completion. When it cannot tell (the
+// database is unreachable), it says no: the attempt's outcome is then
+// written through the completion guard, which refuses it if the
+// transaction did commit, and applies it if it did not.
+func (w *Worker) txSettled(jobCtx context.Context, tc queue.TxCompleter, j *queue.Job, handleErr error, log jobLogger) bool {
+	ctx, cancel := context.WithTimeout(jobCtx, finishTimeout)
+	defer cancel()
+	settled, err := tc.Settled(ctx, w.cfg.ID, j.Lease())
+	switch {
+	case err != nil:
+		log.Warn("cannot tell whether the job's transaction (CompleteTx) committed; writing the attempt's outcome, which applies only if it did not", "err", errText(err))
+		return false
+	case !settled && handleErr == nil:
+		log.Warn("Handle called CompleteTx and returned nil, but its transaction did not commit; the attempt counts as failed")
+		return false
+	case !settled:
+		return false
+	}
+	if handleErr != nil {
+		log.Warn("Handle returned an error after its transaction completed the job; the job stays completed", "err", errText(handleErr))
+	}
+	w.stats.completed.Add(1)
+	return true
 }
 
 // run runs the attempt through the worker's attempt middleware, if any; a

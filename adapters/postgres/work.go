@@ -335,16 +335,27 @@ func (a *Adapter) notify(ctx context.Context, queues map[string]bool) {
 }
 
 // extendSQL renews the leases that worker $3 still holds under their tokens
-// and returns the ones it does not.
+// and returns the ones it does not. A row another transaction has locked is
+// skipped, not waited for: it is a job being completed in a caller's
+// transaction (CompleteTx) or by a rescue, and one such transaction held
+// open must not stall the renewal of every other lease of the worker. A
+// skipped row is not renewed this time; it is reported lost only when the
+// statement's snapshot already shows it is not held. Should its lease run
+// out while the transaction stays open, a rescue waits for the lock too and
+// then finds the job completed (committed) or still claimed (rolled back).
 const extendSQL = `
 WITH l AS (SELECT * FROM unnest($1::uuid[], $2::bigint[]) AS l(id, token)),
-renewed AS (
-    UPDATE tasq_jobs AS j SET lease_expires_at = now() + $4 * interval '1 millisecond'
-    FROM l
+held AS (
+    SELECT j.id FROM tasq_jobs AS j, l
     WHERE j.id = l.id AND j.claim_token = l.token AND j.state::text = 'running' AND j.attempted_by = $3
-    RETURNING j.id, j.claim_token
+    FOR UPDATE OF j SKIP LOCKED
+), renewed AS (
+    UPDATE tasq_jobs AS j SET lease_expires_at = now() + $4 * interval '1 millisecond'
+    FROM held WHERE j.id = held.id
 )
-SELECT l.id, l.token FROM l WHERE NOT EXISTS (SELECT 1 FROM renewed r WHERE r.id = l.id AND r.claim_token = l.token)`
+SELECT l.id, l.token FROM l WHERE NOT EXISTS (
+    SELECT 1 FROM tasq_jobs AS j
+    WHERE j.id = l.id AND j.claim_token = l.token AND j.state::text = 'running' AND j.attempted_by = $3)`
 
 // ExtendLeases implements queue.Source.
 func (a *Adapter) ExtendLeases(ctx context.Context, workerID string, leases []queue.Lease, d time.Duration) ([]queue.Lease, error) {

@@ -34,6 +34,7 @@ func TestChaos(t *testing.T) {
 	t.Run("sigstop", testSIGSTOP)
 	t.Run("cancel_retry", testCancelRetry)
 	t.Run("pg_restart", testPGRestart)
+	t.Run("exactly_once", testExactlyOnce)
 }
 
 // testSIGKILL kills a random worker every 300-500 ms and starts a

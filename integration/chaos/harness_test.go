@@ -138,7 +138,14 @@ var never = time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
 // the side tables, and p.Jobs dispatched jobs. It starts no worker.
 func newRun(t *testing.T, name, dsn string) *run {
 	t.Helper()
+	return newRunOf(t, name, dsn, currentPlan().Jobs, func(n int) any { return &Job{N: n} })
+}
+
+// newRunOf is newRun with jobs jobs, job n being the task task(n).
+func newRunOf(t *testing.T, name, dsn string, jobs int, task func(n int) any) *run {
+	t.Helper()
 	p := currentPlan()
+	p.Jobs = jobs
 	ctx, cancel := context.WithTimeout(context.Background(), p.Chaos+p.Drain+3*time.Minute)
 	t.Cleanup(cancel)
 	cfg, err := pgxpool.ParseConfig(dsn)
@@ -178,7 +185,7 @@ func newRun(t *testing.T, name, dsn string) *run {
 	for from := 0; from < p.Jobs; from += chunk {
 		tasks := make([]any, 0, chunk)
 		for n := from; n < min(from+chunk, p.Jobs); n++ {
-			tasks = append(tasks, &Job{N: n})
+			tasks = append(tasks, task(n))
 		}
 		ids, err := client.DispatchMany(ctx, tasks)
 		if err != nil {

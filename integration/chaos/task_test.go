@@ -90,11 +90,14 @@ type recorder struct {
 
 // Resolve implements queue.Resolver.
 func (r *recorder) Resolve(_ context.Context, task any, _ []byte) error {
-	j, ok := task.(*Job)
-	if !ok {
-		return fmt.Errorf("chaos: the recorder got a %T, want *chaos.Job", task)
+	switch j := task.(type) {
+	case *Job:
+		j.rec = r
+	case *TxJob:
+		j.rec = r
+	default:
+		return fmt.Errorf("chaos: the recorder got a %T, want *chaos.Job or *chaos.TxJob", task)
 	}
-	j.rec = r
 	return nil
 }
 
@@ -146,6 +149,9 @@ func childMain(workerID string) int {
 
 	reg := queue.NewRegistry()
 	if err := queue.Register(reg, &Job{}); err != nil {
+		return fail(err)
+	}
+	if err := queue.Register(reg, &TxJob{}); err != nil {
 		return fail(err)
 	}
 	w, err := worker.New(a, reg, worker.Config{
