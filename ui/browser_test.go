@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/google/uuid"
 
 	"github.com/tasqhq/tasq/queue"
 	"github.com/tasqhq/tasq/ui"
@@ -232,5 +233,168 @@ func (f *fixture) populate(t *testing.T) {
 	}
 	if err := f.ad.AddSchedule(f.ctx, queue.Schedule{Name: "nightly-digest", Cron: "0 3 * * *", TimeZone: "Europe/Berlin", Kind: "send_digest", Queue: "mail"}); err != nil {
 		t.Fatal(err)
+	}
+	// Some failures in the hour, a waiting queue (lag), two workers, and a
+	// kind none of them serves.
+	var failing []queue.NewJob
+	for i := range 6 {
+		failing = append(failing, queue.NewJob{ID: newID(), Kind: "charge_card", Queue: "payments", Payload: []byte(fmt.Sprintf(`{"order":%d}`, i))})
+	}
+	if err := f.ad.Insert(f.ctx, failing); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err = f.ad.Claim(f.ctx, queue.ClaimRequest{Queue: "payments", WorkerID: "web-2.example:5151", Limit: 6, Lease: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs = outs[:0]
+	for _, j := range claimed {
+		outs = append(outs, queue.Failed(j, fmt.Errorf("card declined")))
+	}
+	if _, err := f.ad.Finish(f.ctx, "web-2.example:5151", outs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ad.Pool().Exec(f.ctx, `UPDATE tasq_jobs SET finished_at = now() - (random() * interval '58 minutes') WHERE state = 'failed' AND queue = 'payments'`); err != nil {
+		t.Fatal(err)
+	}
+	f.insert(t, queue.NewJob{Kind: "legacy_import", Queue: "reports", Payload: []byte(`{}`)})
+	if _, err := f.ad.Pool().Exec(f.ctx, `UPDATE tasq_jobs SET run_at = now() - interval '4 minutes 12 seconds' WHERE queue = 'reports' AND state = 'available'`); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []queue.WorkerInfo{
+		{ID: "web-1.example:4242", Queues: []string{"reports", "mail"}, Kinds: []string{"send_report", "send_digest", "nightly_report"}, Host: "web-1.example", PID: 4242},
+		{ID: "web-2.example:5151", Queues: []string{"payments", "default"}, Kinds: []string{"charge_card", "report"}, Host: "web-2.example", PID: 5151},
+	} {
+		if err := f.ad.RegisterWorker(f.ctx, w, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestBrowserWorkers opens the workers page from the nav: the live workers
+// and the kinds none of them serves.
+func TestBrowserWorkers(t *testing.T) {
+	t.Parallel()
+	ctx := tab(t)
+	f := newFixture(t, ui.Options{})
+	f.populate(t)
+	run(t, ctx, "workers",
+		chromedp.Navigate(f.srv.URL+"/"),
+		chromedp.Click(chromedp.ID("nav-workers")),
+		chromedp.WaitVisible(chromedp.ID("workers")),
+		chromedp.WaitVisible(chromedp.ID("unserved")),
+		screenshot("workers"))
+	if n := evaluate[int](t, ctx, `document.querySelectorAll('#workers tbody tr').length`); n != 2 {
+		t.Errorf("workers page lists %d workers, want 2", n)
+	}
+	host := value(t, ctx, chromedp.Text(chromedp.CSS(`tr[data-worker="web-1.example:4242"] td:nth-child(2)`)))
+	if host != "web-1.example" {
+		t.Errorf("worker host shown as %q", host)
+	}
+	if n := evaluate[int](t, ctx, `document.querySelectorAll('#unserved tr[data-kind="legacy_import"]').length`); n != 1 {
+		t.Errorf("the unserved kind is listed %d times, want once", n)
+	}
+}
+
+// TestBrowserEditLimits sets a queue's limits with the form, sees a wrong
+// value refused with its reason, and finds the limit in the database.
+func TestBrowserEditLimits(t *testing.T) {
+	t.Parallel()
+	ctx := tab(t)
+	f := newFixture(t, ui.Options{})
+	run(t, ctx, "open the form",
+		chromedp.Navigate(f.srv.URL+"/"),
+		chromedp.Click(chromedp.ID("limits-mail")),
+		chromedp.WaitVisible(chromedp.ID("limits-form")))
+	run(t, ctx, "a wrong value",
+		chromedp.SendKeys(chromedp.ID("total_starts"), "10"),
+		chromedp.Click(chromedp.ID("limits-save")),
+		chromedp.WaitVisible(chromedp.ID("limits-error")))
+	if msg := value(t, ctx, chromedp.Text(chromedp.ID("limits-error"))); !strings.Contains(msg, "Per") {
+		t.Errorf("error shown: %q", msg)
+	}
+	run(t, ctx, "save",
+		chromedp.SendKeys(chromedp.ID("total_per"), "1m"),
+		chromedp.SendKeys(chromedp.ID("total_running"), "3"),
+		chromedp.Click(chromedp.ID("limits-save")),
+		chromedp.WaitVisible(chromedp.ID("flash")),
+		chromedp.WaitVisible(chromedp.ID("queues")))
+	states, err := f.ad.QueueStates(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := queue.Limit{MaxRunning: 3, MaxStarts: 10, Per: time.Minute}
+	if len(states) != 1 || states[0].Name != "mail" || states[0].Limits.Total != want {
+		t.Errorf("queue states after the form: %+v, want mail with %+v", states, want)
+	}
+	status := value(t, ctx, chromedp.Text(chromedp.CSS(`tr[data-queue="mail"] td.status`)))
+	if !strings.Contains(status, "max 3 running") {
+		t.Errorf("overview shows mail's status as %q", status)
+	}
+}
+
+// TestBrowserBulkRetry retries every failed job of a queue from the jobs
+// page, through the confirmation, and sees the states change in the
+// database.
+func TestBrowserBulkRetry(t *testing.T) {
+	t.Parallel()
+	ctx := tab(t)
+	f := newFixture(t, ui.Options{})
+	var ids []string
+	for range 4 {
+		ids = append(ids, f.insert(t, queue.NewJob{Kind: "bulk_kind", Queue: "bulkq", Payload: []byte(`{}`)}).String())
+		f.finish(t, "bulkq", func(j *queue.Job) queue.Outcome { return queue.Failed(j, fmt.Errorf("nope")) })
+	}
+	run(t, ctx, "confirm",
+		chromedp.Navigate(f.srv.URL+"/jobs?state=failed&queue=bulkq"),
+		chromedp.Click(chromedp.ID("bulk-retry")),
+		chromedp.WaitVisible(chromedp.ID("bulk-confirm")))
+	if n := value(t, ctx, chromedp.Text(chromedp.ID("bulk-count"))); n != "4" {
+		t.Fatalf("confirmation counts %s jobs, want 4", n)
+	}
+	run(t, ctx, "apply", chromedp.Click(chromedp.ID("bulk-go")), chromedp.WaitVisible(chromedp.ID("bulk-result")))
+	if n := value(t, ctx, chromedp.Text(chromedp.ID("bulk-changed"))); n != "4" {
+		t.Errorf("result says %s changed, want 4", n)
+	}
+	for _, id := range ids {
+		j, err := f.ad.GetJob(f.ctx, uuid.MustParse(id))
+		if err != nil || j.State != queue.StateAvailable || j.Attempt != 0 {
+			t.Errorf("job %s after the bulk retry: %+v, %v; want available, attempt 0", id, j, err)
+		}
+	}
+	if st := f.state(t, f.failed); st != queue.StateFailed {
+		t.Errorf("the failed job of another queue is %s", st)
+	}
+}
+
+// TestBrowserAutoRefresh: with ?refresh=2 the overview reloads itself, with
+// no script, under the page's Content-Security-Policy.
+func TestBrowserAutoRefresh(t *testing.T) {
+	t.Parallel()
+	ctx := tab(t)
+	f := newFixture(t, ui.Options{})
+	run(t, ctx, "overview", chromedp.Navigate(f.srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("refresh-5")))
+	run(t, ctx, "turn it on", chromedp.Click(chromedp.ID("refresh-5")), chromedp.WaitVisible(chromedp.CSS(`b#refresh-5`)))
+	run(t, ctx, "2 seconds", chromedp.Navigate(f.srv.URL+"/?refresh=2"), chromedp.WaitVisible(chromedp.ID("queues")))
+	first := evaluate[float64](t, ctx, `performance.timeOrigin`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`performance.timeOrigin`))
+		if err == nil && v != first {
+			break // a new document: the page reloaded itself
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the page did not reload itself within 10 s")
+		}
+		if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.ID("queues"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if loc := value(t, ctx, chromedp.Location()); !strings.HasSuffix(loc, "/?refresh=2") {
+		t.Errorf("reloaded %s", loc)
+	}
+	run(t, ctx, "turn it off", chromedp.Click(chromedp.ID("refresh-off")), chromedp.WaitVisible(chromedp.CSS(`b#refresh-off`)))
+	if n := evaluate[int](t, ctx, `document.querySelectorAll('meta[http-equiv="refresh"]').length`); n != 0 {
+		t.Errorf("auto-refresh still on after off: %d meta tags", n)
 	}
 }

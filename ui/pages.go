@@ -52,6 +52,7 @@ func (h *Handler) funcs() template.FuncMap {
 			return roundDur(d).String() + " ago"
 		},
 		"dur":    func(d time.Duration) string { return d.String() },
+		"age":    func(d time.Duration) string { return roundAge(d).String() },
 		"path":   url.PathEscape,
 		"states": func() []queue.JobState { return queue.States },
 		"dict": func(kv ...any) (map[string]any, error) {
@@ -68,6 +69,19 @@ func (h *Handler) funcs() template.FuncMap {
 			}
 			return m, nil
 		},
+	}
+}
+
+// roundAge rounds an age to what a person reads at a glance: whole
+// seconds from ten seconds on, tenths below, milliseconds below a second.
+func roundAge(d time.Duration) time.Duration {
+	switch {
+	case d >= 10*time.Second:
+		return d.Round(time.Second)
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond)
+	default:
+		return d.Round(time.Millisecond)
 	}
 }
 
@@ -89,17 +103,22 @@ type queueRow struct {
 	Counts map[queue.JobState]string
 	Total  int64
 	State  *queue.QueueState
+	// Lag is the queue's lag (nil: nothing available, or no LagReader).
+	Lag *queue.QueueLag
 }
 
 type overviewData struct {
-	StatsErr, StatesErr   string
-	NoStats, NoController bool
-	Queues                []queueRow
-	Chart                 *chart
-	ChartNote             string
+	StatsErr, StatesErr, LagErr   string
+	NoStats, NoController, HasLag bool
+	Queues                        []queueRow
+	Chart                         *chart
+	ChartNote                     string
 }
 
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
+	if !h.refreshOK(w, r) {
+		return
+	}
 	ctx := r.Context()
 	d := overviewData{}
 	rows := map[string]*queueRow{}
@@ -125,6 +144,16 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		d.NoStats = true
+	}
+	if lr, ok := h.ad.(queue.LagReader); ok {
+		d.HasLag = true
+		lags, err := lr.Lag(ctx)
+		if err != nil {
+			d.LagErr = err.Error()
+		}
+		for i := range lags {
+			row(lags[i].Queue).Lag = &lags[i]
+		}
 	}
 	if qc, ok := h.ad.(queue.QueueController); ok {
 		states, err := qc.QueueStates(ctx)
@@ -173,6 +202,7 @@ const (
 
 type jobsData struct {
 	Form    listForm
+	Refresh int // carried by the filter form
 	Jobs    []*queue.JobInfo
 	Next    string
 	First   string
@@ -187,6 +217,9 @@ func (h *Handler) jobs(w http.ResponseWriter, r *http.Request) {
 	jr, ok := h.ad.(queue.JobReader)
 	if !ok {
 		h.unsupported(w, r, "queue.JobReader", "cannot look up or list single jobs")
+		return
+	}
+	if !h.refreshOK(w, r) {
 		return
 	}
 	q := r.URL.Query()
@@ -227,7 +260,11 @@ func (h *Handler) jobs(w http.ResponseWriter, r *http.Request) {
 		lf.After = id
 	}
 	d := jobsData{Form: f}
+	d.Refresh, _ = refreshPeriod(r)
 	_, d.CanEdit = h.ad.(queue.JobEditor)
+	if _, ok := h.ad.(queue.BulkEditor); ok {
+		d.CanEdit = true
+	}
 	jobs, err := jr.ListJobs(r.Context(), lf)
 	if err != nil {
 		d.Err = err.Error()
@@ -245,6 +282,17 @@ func (h *Handler) jobs(w http.ResponseWriter, r *http.Request) {
 		d.First = h.opts.Prefix + "/jobs?" + ff.query()
 	}
 	d.Jobs = jobs
+	if d.Refresh > 0 {
+		// The pages after this one refresh as this one does.
+		for _, u := range []*string{&d.Next, &d.First} {
+			if *u != "" && !strings.HasSuffix(*u, "?") {
+				*u += "&"
+			}
+			if *u != "" {
+				*u += "refresh=" + strconv.Itoa(d.Refresh)
+			}
+		}
+	}
 	if d.CanEdit && !h.opts.ReadOnly && len(jobs) > 0 {
 		for _, act := range bulkActions(f.State) {
 			bf := f
@@ -305,6 +353,30 @@ func (h *Handler) job(w http.ResponseWriter, r *http.Request) {
 type cronData struct {
 	Schedules []*queue.ScheduleInfo
 	Err       string
+}
+
+// unscheduleData is the confirmation page of a schedule's removal.
+type unscheduleData struct {
+	Schedule *queue.ScheduleInfo
+}
+
+// unscheduleConfirm asks whether to remove a schedule, showing it.
+func (h *Handler) unscheduleConfirm(w http.ResponseWriter, r *http.Request) {
+	if h.opts.ReadOnly {
+		h.message(w, r, http.StatusForbidden, "Read-only", "This dashboard is read-only; nothing was changed.")
+		return
+	}
+	sc, ok := h.ad.(queue.Scheduler)
+	if !ok {
+		h.unsupported(w, r, "queue.Scheduler", "keeps no schedules (periodic jobs)")
+		return
+	}
+	s, err := sc.GetSchedule(r.Context(), r.PathValue("name"))
+	if err != nil {
+		h.fail(w, r, "load schedule "+oneLine(r.PathValue("name")), err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "unschedule", "Remove schedule "+s.Name, unscheduleData{Schedule: s})
 }
 
 func (h *Handler) cron(w http.ResponseWriter, r *http.Request) {
@@ -397,6 +469,8 @@ func (h *Handler) cronAction(w http.ResponseWriter, r *http.Request) {
 		err = sc.PauseSchedule(r.Context(), name)
 	case "resume":
 		err = sc.ResumeSchedule(r.Context(), name)
+	case "remove":
+		err = sc.RemoveSchedule(r.Context(), name)
 	case "trigger":
 		var id uuid.UUID
 		if id, err = sc.TriggerSchedule(r.Context(), name); err == nil {
@@ -405,7 +479,7 @@ func (h *Handler) cronAction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	default:
-		h.message(w, r, http.StatusNotFound, "Unknown action", "Schedules can be paused, resumed or triggered.")
+		h.message(w, r, http.StatusNotFound, "Unknown action", "Schedules can be paused, resumed, triggered or removed.")
 		return
 	}
 	if err != nil {

@@ -1,13 +1,23 @@
 // Package ui is TasQ's web dashboard: an http.Handler that an application
-// mounts (behind its own authentication) to see queues, list and inspect
-// jobs, and retry, cancel or delete them, pause queues and run schedules.
+// mounts (behind its own authentication) to see queues (depth, lag,
+// throughput), list and inspect jobs, retry, cancel or delete them one by
+// one or in bulk, see the live workers and the kinds no worker serves,
+// pause and limit queues, and run, pause or remove schedules.
 //
 // The pages are rendered on the server with html/template from templates
 // embedded in the binary, with one small stylesheet and no script. The
 // handler works with any queue.Adapter and uses only the capabilities the
-// adapter has (queue.StatsReader, queue.JobReader, queue.JobEditor,
-// queue.QueueController, queue.Scheduler): a page whose capability the
-// backend lacks says so, and an action it lacks is not offered.
+// adapter has (queue.StatsReader, queue.LagReader, queue.ThroughputReader,
+// queue.JobReader, queue.JobEditor, queue.BulkEditor, queue.QueueController,
+// queue.Scheduler, queue.WorkerRegistry, queue.UnservedReader): a page whose
+// capability the backend lacks says so, an action it lacks is not offered,
+// and a faster capability is used when the adapter has it (the exact
+// throughput chart, bulk actions in batches of one statement each) with a
+// slower fallback when it has not.
+//
+// The overview, jobs and workers pages reload themselves every N seconds
+// with ?refresh=N (2 to 300), through a <meta http-equiv="refresh"> tag:
+// no script is needed for that either.
 //
 // Safety:
 //
@@ -91,7 +101,7 @@ func New(ad queue.Adapter, opts Options) (*Handler, error) {
 		return nil, fmt.Errorf("ui: make the CSRF token: %w", err)
 	}
 	h := &Handler{ad: ad, opts: opts, token: hex.EncodeToString(secret[:]), pages: map[string]*template.Template{}, log: opts.Logger}
-	for _, p := range []string{"overview", "jobs", "job", "cron", "message", "bulk"} {
+	for _, p := range []string{"overview", "jobs", "job", "cron", "message", "bulk", "workers", "limits", "unschedule"} {
 		t, err := template.New(p).Funcs(h.funcs()).ParseFS(assets, "templates/layout.html", "templates/"+p+".html")
 		if err != nil {
 			return nil, fmt.Errorf("ui: parse template %s: %w", p, err)
@@ -107,10 +117,14 @@ func New(ad queue.Adapter, opts Options) (*Handler, error) {
 	m.HandleFunc("GET /jobs", h.jobs)
 	m.HandleFunc("GET /jobs/{id}", h.job)
 	m.HandleFunc("POST /jobs/{id}/{action}", h.action(h.jobAction))
+	m.HandleFunc("GET /queues/{name}/limits", h.limitsForm)
+	m.HandleFunc("POST /queues/{name}/limits", h.action(h.limitsApply))
 	m.HandleFunc("POST /queues/{name}/{action}", h.action(h.queueAction))
+	m.HandleFunc("GET /workers", h.workers)
 	m.HandleFunc("GET /bulk", h.bulkConfirm)
 	m.HandleFunc("POST /bulk", h.action(h.bulkApply))
 	m.HandleFunc("GET /cron", h.cron)
+	m.HandleFunc("GET /cron/{name}/remove", h.unscheduleConfirm)
 	m.HandleFunc("POST /cron/{name}/{action}", h.action(h.cronAction))
 	m.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	h.mux = m
@@ -168,11 +182,21 @@ type page struct {
 	Backend  string
 	Nav      string
 	Flash    string
-	Data     any
+	// Refresh is the page's auto-refresh period in seconds (0: off), and
+	// RefreshURL the address it reloads; Refreshes are the links that turn
+	// it on, change or turn it off, on the pages that offer it.
+	Refresh    int
+	RefreshURL string
+	Refreshes  []refreshLink
+	Data       any
 }
 
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, name, title string, data any) {
 	p := page{Title: title, Prefix: h.opts.Prefix, Token: h.token, ReadOnly: h.opts.ReadOnly, Backend: h.ad.Name(), Nav: name, Flash: flashes[r.URL.Query().Get("done")], Data: data}
+	if refreshable[name] && status == http.StatusOK {
+		p.Refresh, _ = refreshPeriod(r)
+		p.RefreshURL, p.Refreshes = h.refreshLinks(r, p.Refresh)
+	}
 	var buf bytes.Buffer
 	if err := h.pages[name].ExecuteTemplate(&buf, "layout", p); err != nil {
 		h.log.ErrorContext(r.Context(), "tasq ui: render", "page", name, "err", err)
@@ -222,6 +246,8 @@ var flashes = map[string]string{
 	"pause":   "Paused.",
 	"resume":  "Resumed.",
 	"trigger": "The schedule's job was dispatched.",
+	"limits":  "The queue's limits were saved.",
+	"remove":  "The schedule was removed. The jobs it dispatched stay.",
 }
 
 // redirect sends the browser to path after an action, which done names.

@@ -3,10 +3,12 @@ package ui_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -155,7 +157,8 @@ func TestSearchByID(t *testing.T) {
 func TestJobActions(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, ui.Options{Prefix: "/admin/tasq"})
-	for path, want := range map[string]string{"/admin/tasq/": `href="/admin/tasq/jobs"`, "/admin/tasq/static/style.css": "TasQ dashboard", "/admin/tasq/cron": `href="/admin/tasq/static/style.css"`} {
+	for path, want := range map[string]string{"/admin/tasq/": `href="/admin/tasq/jobs"`, "/admin/tasq/static/style.css": "TasQ dashboard", "/admin/tasq/cron": `href="/admin/tasq/static/style.css"`,
+		"/admin/tasq/workers?refresh=5": `content="5; url=/admin/tasq/workers?refresh=5"`, "/admin/tasq/?refresh=30": `href="/admin/tasq/" id="refresh-off"`} {
 		if status, body := f.get(t, path); status != 200 || !strings.Contains(body, want) {
 			t.Errorf("GET %s under a prefix: %d, lacks %q", path, status, want)
 		}
@@ -306,11 +309,47 @@ func TestThroughputChart(t *testing.T) {
 		f.finish(t, "chart", func(j *queue.Job) queue.Outcome { return queue.Completed(j, nil) })
 	}
 	_, body := f.get(t, "/")
-	// The fixture's completed job and these three.
-	mustContain(t, "overview", body, `<b id="throughput-total">4</b>`)
-	if n := strings.Count(body, "</title></rect>"); n != 60 {
+	// The fixture's completed job and these three, and its failed job,
+	// counted exactly (queue.ThroughputReader).
+	mustContain(t, "overview", body, `<b id="throughput-total">4</b>`, `<b id="throughput-failed">1</b>`, `id="throughput-exact"`)
+	if n := strings.Count(body, "</title></g>"); n != 60 {
 		t.Errorf("chart has %d bars, want 60", n)
 	}
+
+	// An adapter without queue.ThroughputReader: the sample of completed
+	// jobs, and a note that says so.
+	h, err := ui.New(readerOnly{f.ad, f.ad}, ui.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = serve(t, h, "/")
+	mustContain(t, "overview without ThroughputReader", body, `<b id="throughput-total">4</b>`, `<b id="throughput-failed">0</b>`, "no queue.ThroughputReader")
+	if strings.Contains(body, `id="throughput-exact"`) {
+		t.Error("the sampled chart claims exact counts")
+	}
+}
+
+// readerOnly is an adapter that can list and read jobs but has no other
+// capability: no ThroughputReader, no BulkEditor, no LagReader.
+type readerOnly struct {
+	queue.Adapter
+	queue.JobReader
+}
+
+// readerEditor can list and change single jobs, but not in bulk.
+type readerEditor struct {
+	queue.Adapter
+	queue.JobReader
+	queue.JobEditor
+}
+
+// serve runs one GET through h and returns the body.
+func serve(t *testing.T, h http.Handler, path string) string {
+	t.Helper()
+	req := httptest.NewRequestWithContext(context.Background(), http.MethodGet, path, nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Body.String()
 }
 
 // bare is an adapter with no capability beyond the core.
@@ -326,9 +365,10 @@ func TestMissingCapabilities(t *testing.T) {
 		t.Fatal(err)
 	}
 	for path, want := range map[string]string{
-		"/":     "no queue.StatsReader",
-		"/jobs": "is no queue.JobReader",
-		"/cron": "is no queue.Scheduler",
+		"/":        "no queue.StatsReader",
+		"/jobs":    "is no queue.JobReader",
+		"/cron":    "is no queue.Scheduler",
+		"/workers": "is no queue.WorkerRegistry",
 	} {
 		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, path, nil)
 		rec := httptest.NewRecorder()
@@ -411,5 +451,331 @@ func TestQueueNameInPath(t *testing.T) {
 	states, err := f.ad.QueueStates(f.ctx)
 	if err != nil || len(states) != 1 || states[0].Name != name || !states[0].Paused {
 		t.Errorf("queue states after pausing %q via %s: %+v, %v", name, action, states, err)
+	}
+}
+
+// TestLag: the overview shows each queue's lag and available count beside
+// its depth.
+func TestLag(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	if _, err := f.ad.Pool().Exec(f.ctx, `UPDATE tasq_jobs SET run_at = now() - interval '90 seconds' WHERE id = $1`, f.available); err != nil {
+		t.Fatal(err)
+	}
+	_, body := f.get(t, "/")
+	row := regexp.MustCompile(`(?s)<tr data-queue="reports">.*?</tr>`).FindString(body)
+	m := regexp.MustCompile(`data-lag="([0-9.]+)"`).FindStringSubmatch(row)
+	if m == nil || !strings.Contains(row, "(1 available)") {
+		t.Fatalf("reports row has no lag or available count:\n%s", row)
+	}
+	if secs, _ := strconv.ParseFloat(m[1], 64); secs < 90 || secs > 600 {
+		t.Errorf("reports lag %s s, want about 90", m[1])
+	}
+	// A queue with nothing available has no lag.
+	mail := regexp.MustCompile(`(?s)<tr data-queue="mail">.*?</tr>`).FindString(body)
+	if strings.Contains(mail, "data-lag") {
+		t.Errorf("mail (nothing available) shows a lag:\n%s", mail)
+	}
+}
+
+// TestWorkersPage lists live workers (escaped) and the kinds no worker serves.
+func TestWorkersPage(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	for _, w := range []queue.WorkerInfo{
+		{ID: "web-1:4242", Queues: []string{"reports", "mail"}, Kinds: []string{"nightly_report"}, Host: "web-1.example", PID: 4242},
+		{ID: "evil", Queues: []string{"default"}, Kinds: []string{"report"}, Host: `<b onmouseover="x()">h</b>` + "\x1b[2J", PID: 7},
+	} {
+		if err := f.ad.RegisterWorker(f.ctx, w, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.ad.RegisterWorker(f.ctx, queue.WorkerInfo{ID: "gone", Queues: []string{"x"}, Kinds: []string{"y"}, Host: "gone-host"}, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	// A kind nobody serves.
+	f.insert(t, queue.NewJob{Kind: "orphan_kind", Queue: "reports", Payload: []byte(`{}`)})
+
+	status, body := f.get(t, "/workers")
+	if status != 200 {
+		t.Fatalf("workers: %d", status)
+	}
+	mustContain(t, "workers page", body, `data-worker="web-1:4242"`, "web-1.example", ">4242<", `data-worker="evil"`,
+		`&lt;b onmouseover=&#34;x()&#34;&gt;h&lt;/b&gt;\x1b[2J`, `id="unserved"`, `data-kind="orphan_kind"`, `id="nav-workers"`)
+	if strings.Contains(body, "<b onmouseover") || strings.Contains(body, "\x1b") {
+		t.Error("a worker's host is not escaped")
+	}
+	waitFor(t, "the lapsed worker to leave the page", func() bool {
+		_, body := f.get(t, "/workers")
+		return !strings.Contains(body, "gone-host")
+	})
+	if strings.Contains(body, `data-kind="nightly_report"`) {
+		t.Error("a served kind is listed as unserved")
+	}
+	_, body = f.get(t, "/")
+	mustContain(t, "overview nav", body, `href="/workers"`)
+}
+
+// TestQueueLimitsForm sets, rejects and removes a queue's limits.
+func TestQueueLimitsForm(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	limits := func() queue.QueueLimits {
+		states, err := f.ad.QueueStates(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range states {
+			if s.Name == "mail" {
+				return s.Limits
+			}
+		}
+		return queue.QueueLimits{}
+	}
+	_, body := f.get(t, "/")
+	mustContain(t, "overview", body, `id="limits-mail"`, `href="/queues/mail/limits"`)
+	status, body := f.get(t, "/queues/mail/limits")
+	if status != 200 {
+		t.Fatalf("limits form: %d", status)
+	}
+	mustContain(t, "limits form", body, `id="limits-form"`, `name="total_running"`, `name="key_field"`)
+	tok := tokenRE.FindStringSubmatch(body)[1]
+
+	good := url.Values{"csrf": {tok}, "total_running": {"5"}, "total_starts": {"100"}, "total_per": {"1m"},
+		"key_field": {"customer_id"}, "key_running": {"1"}}
+	resp, _ := f.post(t, "/queues/mail/limits", good, nil)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("save limits: %d", resp.StatusCode)
+	}
+	want := queue.QueueLimits{Total: queue.Limit{MaxRunning: 5, MaxStarts: 100, Per: time.Minute}, KeyField: "customer_id", PerKey: queue.Limit{MaxRunning: 1}}
+	if got := limits(); got != want {
+		t.Fatalf("limits after save = %+v, want %+v", got, want)
+	}
+	_, body = f.get(t, "/queues/mail/limits")
+	mustContain(t, "form after save", body, `value="5"`, `value="1m0s"`, `value="customer_id"`)
+	_, body = f.get(t, "/")
+	mustContain(t, "overview after save", body, "max 5 running", "100 starts / 1m0s")
+
+	for name, form := range map[string]url.Values{
+		"not a number":       {"total_running": {"many"}},
+		"negative":           {"total_running": {"-3"}},
+		"starts without per": {"total_starts": {"10"}},
+		"bad duration":       {"total_starts": {"10"}, "total_per": {"soon"}},
+		"per key no field":   {"key_running": {"2"}},
+		"too many starts":    {"total_starts": {"20000"}, "total_per": {"1s"}},
+		"html in the field":  {"key_field": {`<script>x</script>`}, "total_running": {"x<y"}},
+	} {
+		form.Set("csrf", tok)
+		resp, body := f.post(t, "/queues/mail/limits", form, nil)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `id="limits-error"`) {
+			t.Errorf("%s: %d, no error shown", name, resp.StatusCode)
+		}
+		if strings.Contains(body, "<script>x") {
+			t.Errorf("%s: the typed value is not escaped", name)
+		}
+		if got := limits(); got != want {
+			t.Errorf("%s changed the limits to %+v", name, got)
+		}
+	}
+	resp, body = f.post(t, "/queues/mail/limits", url.Values{"total_starts": {"10"}, "csrf": {tok}}, nil)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("max starts without per: %d", resp.StatusCode)
+	}
+	mustContain(t, "error text", body, "Per is 0s", `value="10"`)
+	if resp, _ := f.post(t, "/queues/mail/limits", url.Values{"total_running": {"1"}}, nil); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("limits without token: %d", resp.StatusCode)
+	}
+	if resp, _ := f.post(t, "/queues/mail/limits", url.Values{"csrf": {tok}, "total_running": {"1"}}, http.Header{"Sec-Fetch-Site": {"cross-site"}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("cross-site limits: %d", resp.StatusCode)
+	}
+	if resp, _ := f.post(t, "/queues/mail/limits", url.Values{"csrf": {tok}, "clear": {"1"}, "total_running": {"oops"}}, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("remove limits: %d", resp.StatusCode)
+	}
+	if got := limits(); !got.IsZero() {
+		t.Errorf("limits after remove = %+v", got)
+	}
+}
+
+// TestRemoveSchedule asks first, then removes the schedule.
+func TestRemoveSchedule(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	if err := f.ad.AddSchedule(f.ctx, queue.Schedule{Name: "old/<i>digest</i>", Every: time.Hour, Kind: "report", Queue: "default"}); err != nil {
+		t.Fatal(err)
+	}
+	_, body := f.get(t, "/cron")
+	m := regexp.MustCompile(`href="([^"]*/remove)" id="remove-`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatal("no remove link on the cron page")
+	}
+	status, body := f.get(t, m[1])
+	if status != 200 {
+		t.Fatalf("GET %s: %d", m[1], status)
+	}
+	mustContain(t, "confirmation", body, `id="unschedule-confirm"`, `id="unschedule-go"`, "old/&lt;i&gt;digest&lt;/i&gt;")
+	if _, err := f.ad.GetSchedule(f.ctx, "old/<i>digest</i>"); err != nil {
+		t.Fatalf("the confirmation page removed the schedule: %v", err)
+	}
+	action := strings.ReplaceAll(regexp.MustCompile(`action="([^"]*/remove)"`).FindStringSubmatch(body)[1], "&amp;", "&")
+	resp, _ := f.post(t, action, url.Values{"csrf": {tokenRE.FindStringSubmatch(body)[1]}}, nil)
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasSuffix(resp.Header.Get("Location"), "done=remove") {
+		t.Fatalf("remove: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if _, err := f.ad.GetSchedule(f.ctx, "old/<i>digest</i>"); !errors.Is(err, queue.ErrScheduleNotFound) {
+		t.Errorf("after remove GetSchedule = %v", err)
+	}
+	if status, _ := f.get(t, "/cron/nothing/remove"); status != http.StatusNotFound {
+		t.Errorf("confirmation of a missing schedule: %d", status)
+	}
+}
+
+// TestAutoRefresh: ?refresh=N adds a meta refresh tag on the pages that
+// offer it, bounded, keeping the filter and dropping an action's flash.
+func TestAutoRefresh(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	metaRE := regexp.MustCompile(`<meta http-equiv="refresh" content="([^"]*)">`)
+	for path, want := range map[string]string{
+		"/?refresh=5":                   "5; url=/?refresh=5",
+		"/workers?refresh=30":           "30; url=/workers?refresh=30",
+		"/jobs?state=failed&refresh=10": "10; url=/jobs?refresh=10&amp;state=failed",
+		"/?done=pause&refresh=2":        "2; url=/?refresh=2",
+	} {
+		resp, err := f.client.Get(f.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m := metaRE.FindStringSubmatch(string(b))
+		if m == nil || m[1] != want {
+			t.Errorf("GET %s: meta refresh %q, want %q", path, m, want)
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "script-src") {
+			t.Errorf("GET %s: CSP %q", path, csp)
+		}
+		mustContain(t, path, string(b), `id="refresh-off"`)
+	}
+	_, body := f.get(t, "/jobs?limit=1&refresh=5")
+	mustContain(t, "paged jobs", body, `refresh=5" id="next"`)
+	_, body = f.get(t, "/jobs?state=failed&refresh=10")
+	mustContain(t, "jobs filter", body, `name="refresh" value="10"`, `<b id="refresh-10">10s</b>`, `href="/jobs?state=failed" id="refresh-off"`)
+	for _, path := range []string{"/", "/jobs", "/workers", "/cron?refresh=5", "/jobs/" + f.failed.String() + "?refresh=5"} {
+		if _, body := f.get(t, path); strings.Contains(body, `http-equiv="refresh"`) {
+			t.Errorf("GET %s refreshes itself", path)
+		}
+	}
+	_, body = f.get(t, "/")
+	mustContain(t, "overview without refresh", body, `<b id="refresh-off">off</b>`, `href="/?refresh=5" id="refresh-5"`)
+	for _, bad := range []string{"/?refresh=1", "/?refresh=301", "/jobs?refresh=abc", "/workers?refresh=-5"} {
+		if status, _ := f.get(t, bad); status != http.StatusBadRequest {
+			t.Errorf("GET %s: %d, want 400", bad, status)
+		}
+	}
+}
+
+// TestBulkRace: a job a worker claims between the confirmation's count and
+// the action is not touched, and the result says it was skipped.
+func TestBulkRace(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	var ids []uuid.UUID
+	for range 3 {
+		ids = append(ids, f.insert(t, queue.NewJob{Kind: "race_kind", Queue: "raceq", Payload: []byte(`{}`)}))
+	}
+	_, body := f.get(t, "/bulk?state=available&queue=raceq&action=cancel")
+	mustContain(t, "confirmation", body, `<b id="bulk-count">3</b>`, `name="expect" value="3"`)
+	claimed, err := f.ad.Claim(f.ctx, queue.ClaimRequest{Queue: "raceq", WorkerID: "w", Limit: 1, Lease: time.Minute})
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("claim: %v %v", claimed, err)
+	}
+	form := url.Values{"csrf": {tokenRE.FindStringSubmatch(body)[1]}, "action": {"cancel"}, "state": {"available"}, "queue": {"raceq"}, "expect": {"3"}}
+	resp, body := f.post(t, "/bulk", form, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("bulk cancel: %d", resp.StatusCode)
+	}
+	mustContain(t, "result", body, `<b id="bulk-changed">2</b>`, `<b id="bulk-skipped">1</b>`)
+	for _, id := range ids {
+		want := queue.StateCancelled
+		if id == claimed[0].ID {
+			want = queue.StateRunning
+		}
+		if st := f.state(t, id); st != want {
+			t.Errorf("job %s is %s, want %s", id, st, want)
+		}
+	}
+	j, err := f.ad.GetJob(f.ctx, claimed[0].ID)
+	if err != nil || j.Token != claimed[0].Token || len(j.Errors) != 0 {
+		t.Errorf("the claimed job was touched: %+v, %v", j, err)
+	}
+}
+
+// TestBulkOneByOne: without queue.BulkEditor the bulk action lists the
+// jobs and changes them with queue.JobEditor.
+func TestBulkOneByOne(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{})
+	h, err := ui.New(readerEditor{f.ad, f.ad, f.ad}, ui.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	body := serve(t, h, "/bulk?state=failed&queue=mail&action=retry")
+	mustContain(t, "confirmation", body, `<b id="bulk-count">1</b>`)
+	form := url.Values{"csrf": {tokenRE.FindStringSubmatch(body)[1]}, "action": {"retry"}, "state": {"failed"}, "queue": {"mail"}}
+	resp, err := srv.Client().PostForm(srv.URL+"/bulk", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	mustContain(t, "result", string(b), `<b id="bulk-changed">1</b>`)
+	if st := f.state(t, f.failed); st != queue.StateAvailable {
+		t.Errorf("job is %s after the one-by-one bulk retry", st)
+	}
+}
+
+// TestReadOnlyNewPages: the limits form, schedule removal and workers page
+// offer and accept no action in read-only mode.
+func TestReadOnlyNewPages(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ui.Options{ReadOnly: true})
+	if err := f.ad.AddSchedule(f.ctx, queue.Schedule{Name: "keep", Every: time.Hour, Kind: "report", Queue: "default"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/", "/workers", "/cron", "/?refresh=5"} {
+		status, body := f.get(t, path)
+		if status != 200 || strings.Contains(body, `method="post"`) || strings.Contains(body, "/limits") || strings.Contains(body, "/remove") {
+			t.Errorf("read-only %s: %d, offers an action", path, status)
+		}
+	}
+	for _, path := range []string{"/queues/mail/limits", "/cron/keep/remove"} {
+		if status, _ := f.get(t, path); status != http.StatusForbidden {
+			t.Errorf("read-only GET %s: %d", path, status)
+		}
+	}
+	for _, path := range []string{"/queues/mail/limits", "/cron/keep/remove"} {
+		if resp, _ := f.post(t, path, url.Values{"csrf": {"x"}, "total_running": {"1"}}, nil); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("read-only POST %s: %d", path, resp.StatusCode)
+		}
+	}
+	if _, err := f.ad.GetSchedule(f.ctx, "keep"); err != nil {
+		t.Errorf("read-only removed the schedule: %v", err)
+	}
+	if states, _ := f.ad.QueueStates(f.ctx); len(states) != 0 {
+		t.Errorf("read-only set limits: %+v", states)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
