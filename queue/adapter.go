@@ -12,11 +12,13 @@ import (
 )
 
 // JobState is a job's place in its life cycle:
-// scheduled -> available -> running -> completed | retryable | failed | cancelled.
+// [pending ->] scheduled -> available -> running -> completed | retryable | failed | cancelled.
 type JobState string
 
 // The job states, as stored in the state column.
 const (
+	// StatePending is a job waiting for the jobs it depends on (After).
+	StatePending   JobState = "pending"
 	StateScheduled JobState = "scheduled"
 	StateAvailable JobState = "available"
 	StateRunning   JobState = "running"
@@ -27,7 +29,7 @@ const (
 )
 
 // States lists every job state in life-cycle order.
-var States = []JobState{StateScheduled, StateAvailable, StateRunning, StateCompleted, StateRetryable, StateFailed, StateCancelled}
+var States = []JobState{StatePending, StateScheduled, StateAvailable, StateRunning, StateCompleted, StateRetryable, StateFailed, StateCancelled}
 
 // ParseJobState checks that s names a job state.
 func ParseJobState(s string) (JobState, error) {
@@ -70,6 +72,11 @@ type NewJob struct {
 	// stores them in Meta under HeadersMetaKey on a MetaStorer and drops
 	// them elsewhere, so adapters never see them.
 	Headers map[string]string
+	// DependsOn are the jobs this one waits for (After), and DepPolicy what
+	// a dependency that fails does to it (AfterPolicy). An adapter that
+	// cannot store them refuses a job that has them (CheckPlainJobs).
+	DependsOn []uuid.UUID
+	DepPolicy DepPolicy
 }
 
 // CheckNewJobs validates a batch before an adapter stores any of it: not
@@ -112,7 +119,7 @@ func CheckNewJobs(jobs []NewJob) error {
 			seen[j.ID] = true
 		}
 	}
-	return nil
+	return checkBatchDeps(jobs)
 }
 
 // Job is a claimed job, as handed to a worker.
@@ -208,6 +215,12 @@ type JobInfo struct {
 	// nil when none, and on backends that store neither.
 	Tags []string
 	Meta json.RawMessage
+	// DependsOn are the jobs this one waits for (After), nil when none;
+	// DepPolicy is what a dependency that fails does to it, and Waiting the
+	// dependencies it still waits for while it is pending.
+	DependsOn []uuid.UUID
+	DepPolicy DepPolicy
+	Waiting   []uuid.UUID
 }
 
 // LastError returns the newest entry of the error history, or "".

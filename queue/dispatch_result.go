@@ -120,5 +120,6 @@ func (c *Client) store(ctx context.Context, tx any, a Adapter, jobs []NewJob) ([
 // extend applies the dispatch options of unique.go and tags.go to job.
 func (c *Client) extend(task any, x *dispatchExt, job *NewJob) error {
 	x.setTags(job)
+	x.deps.setDeps(job)
 	return c.setUnique(task, x.unique, job)
 }

@@ -34,6 +34,7 @@ type dispatchExt struct {
 	unique *UniqueOpts
 	tags   []string
 	meta   json.RawMessage
+	deps   depOpts // deps.go
 }
 
 // WithTags adds tags to the job: short labels to find it by (`tasq jobs
@@ -192,10 +193,10 @@ func checkJobExtras(i int, j *NewJob) error {
 	return checkTagsJob(i, j)
 }
 
-// CheckPlainJobs is for adapters that store neither unique keys nor tags
-// and metadata: it refuses a batch in which a job has any of them, naming
-// driver, with an error wrapping ErrUniqueUnsupported or
-// ErrTagsUnsupported (and so errors.ErrUnsupported). Such an adapter calls
+// CheckPlainJobs is for adapters that store neither unique keys, tags and
+// metadata nor dependencies: it refuses a batch in which a job has any of
+// them, naming driver, with an error wrapping ErrUniqueUnsupported,
+// ErrTagsUnsupported or ErrDepsUnsupported (and so errors.ErrUnsupported). Such an adapter calls
 // it with CheckNewJobs, so that nothing is silently dropped.
 func CheckPlainJobs(driver string, jobs []NewJob) error {
 	for i := range jobs {
@@ -207,7 +208,7 @@ func CheckPlainJobs(driver string, jobs []NewJob) error {
 			return fmt.Errorf("%w: driver %s cannot store the tags or metadata of job %d (%s); dispatch it without WithTags and WithMeta, or to postgres", ErrTagsUnsupported, driver, i, j.Kind)
 		}
 	}
-	return nil
+	return checkPlainDeps(driver, jobs)
 }
 
 // setTags gives job the tags and metadata of the dispatch options.

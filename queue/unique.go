@@ -195,19 +195,24 @@ func checkUniqueStates(states []JobState) error {
 	return nil
 }
 
-// UniqueStateBits returns states as a bit set: bit i stands for States[i]
-// (scheduled is 1, available 2, running 4, completed 8, retryable 16,
-// failed 32, cancelled 64). The postgres adapter stores it in the
-// unique_states column.
+// UniqueStateBits returns states as a bit set: scheduled is 1, available 2,
+// running 4, completed 8, retryable 16, failed 32, cancelled 64 (the states
+// in the order migration 9 knew them; pending, which a unique job never
+// is, has no bit). The postgres adapter stores it in the unique_states
+// column.
 func UniqueStateBits(states []JobState) int16 {
 	var bits int16
 	for _, s := range states {
-		if i := slices.Index(States, s); i >= 0 {
+		if i := slices.Index(uniqueBitStates, s); i >= 0 {
 			bits |= 1 << i
 		}
 	}
 	return bits
 }
+
+// uniqueBitStates are the states with a bit in UniqueStateBits, bit i for
+// the i-th: stored values, so the order never changes.
+var uniqueBitStates = []JobState{StateScheduled, StateAvailable, StateRunning, StateCompleted, StateRetryable, StateFailed, StateCancelled}
 
 // MaxUniqueKeyLength is the longest NewJob.UniqueKey accepted. The client's
 // keys are SHA-256 hashes, 32 bytes.

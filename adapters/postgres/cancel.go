@@ -76,11 +76,11 @@ func (a *Adapter) control(ctx context.Context, out chan queue.Notice, payload st
 }
 
 // cancellable are the states CancelJob takes a job from.
-var cancellable = []string{string(queue.StateScheduled), string(queue.StateAvailable), string(queue.StateRunning), string(queue.StateRetryable)}
+var cancellable = []string{string(queue.StatePending), string(queue.StateScheduled), string(queue.StateAvailable), string(queue.StateRunning), string(queue.StateRetryable)}
 
 // cancelSQL marks a job cancelled, with "cancelled by operator" in its
 // error history; the caller has locked the row and checked its state.
-var cancelSQL = `UPDATE tasq_jobs SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL,
+var cancelSQL = `UPDATE tasq_jobs SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL, deps_waiting = NULL,
     errors = tasq_errors_append(errors, jsonb_build_object('attempt', attempt, 'at', now(), 'error', 'cancelled by operator'), ` + strconv.Itoa(queue.MaxErrorHistory) + `),
     errors_omitted = errors_omitted + CASE WHEN jsonb_array_length(errors) >= ` + strconv.Itoa(queue.MaxErrorHistory) + ` THEN 1 ELSE 0 END
 WHERE id = $1`

@@ -142,6 +142,9 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 		_, err := a.insertUnique(ctx, jobs)
 		return err
 	}
+	if queue.HasDeps(jobs) {
+		return a.insertDeps(ctx, jobs) // deps.go
+	}
 	stmt, args := insertSQL, insertArgs(jobs)
 	if hasTags(jobs) {
 		stmt, args = insertTaggedSQL, append(args, tagArgs(jobs)...)
@@ -251,6 +254,9 @@ func (a *Adapter) InsertTx(ctx context.Context, tx any, jobs []queue.NewJob) err
 	if queue.HasUnique(jobs) {
 		_, err := a.insertUniqueTx(ctx, query, jobs)
 		return err
+	}
+	if queue.HasDeps(jobs) {
+		return a.insertDepsTx(ctx, query, jobs) // deps.go
 	}
 	stmt, args := insertTxSQL, insertArgs(jobs)
 	if hasTags(jobs) {

@@ -17,7 +17,8 @@ import (
 
 const jobColumns = `id, kind, queue, state::text, priority, payload, result, attempt, max_retries,
     retry_delay_ms, timeout_ms, run_at, dispatched_at, attempted_at, coalesce(attempted_by, ''),
-    lease_expires_at, finished_at, errors, errors_omitted, claim_token, tags, meta`
+    lease_expires_at, finished_at, errors, errors_omitted, claim_token, tags, meta,
+    depends_on, deps_waiting, coalesce(dep_policy, '')`
 
 func scanJob(row pgx.Row) (*queue.JobInfo, error) {
 	var (
@@ -29,10 +30,12 @@ func scanJob(row pgx.Row) (*queue.JobInfo, error) {
 		omitted            int32
 		runAt, dispatched  pgtype.Timestamptz
 		meta               []byte
+		policy             string
 	)
 	err := row.Scan(&j.ID, &j.Kind, &j.Queue, &state, &j.Priority, &j.Payload, &result, &attempt, &retries,
 		&retryMS, &timeoutMS, &runAt, &dispatched, &j.AttemptedAt, &j.AttemptedBy,
-		&j.LeaseExpiresAt, &j.FinishedAt, &errs, &omitted, &j.Token, &j.Tags, &meta)
+		&j.LeaseExpiresAt, &j.FinishedAt, &errs, &omitted, &j.Token, &j.Tags, &meta,
+		&j.DependsOn, &j.Waiting, &policy)
 	if err != nil {
 		return nil, err
 	}
@@ -54,6 +57,9 @@ func scanJob(row pgx.Row) (*queue.JobInfo, error) {
 	}
 	if len(j.Tags) == 0 {
 		j.Tags = nil
+	}
+	if policy != "" {
+		j.DepPolicy, _ = queue.ParseDepPolicy(policy)
 	}
 	if len(meta) > 0 && string(meta) != "{}" {
 		j.Meta = meta
@@ -246,11 +252,14 @@ WHERE id = $1 AND state::text = ANY($2) RETURNING queue`), id, states).Scan(&q)
 // RetryJob implements queue.JobEditor: the job becomes available now with
 // its attempt count (the retry budget) reset; its error history and its
 // claim token are kept, so an execution of it still running somewhere can
-// never finish the new attempt.
+// never finish the new attempt. A job waiting for others (pending), or
+// cancelled because one failed, runs now without waiting for them: the
+// operator's retry overrides the dependencies. Retrying a dependency
+// leaves the jobs that waited for it as they are.
 func (a *Adapter) RetryJob(ctx context.Context, id uuid.UUID) error {
 	return a.changeState(ctx, "retry", id,
-		`state = 'available', attempt = 0, run_at = now(), finished_at = NULL, lease_expires_at = NULL`,
-		queue.StateFailed, queue.StateCancelled, queue.StateRetryable, queue.StateScheduled)
+		`state = 'available', attempt = 0, run_at = now(), finished_at = NULL, lease_expires_at = NULL, deps_waiting = NULL`,
+		queue.StateFailed, queue.StateCancelled, queue.StateRetryable, queue.StateScheduled, queue.StatePending)
 }
 
 // CancelJob is in cancel.go: it notifies the worker of a running job.

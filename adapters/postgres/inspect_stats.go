@@ -23,14 +23,17 @@ const exactStatsMaxPages = 2000
 // live jobs, never with the finished ones: an index-only scan of the claim
 // index (its first column is the queue) for available jobs, index scans of
 // the due index for scheduled and retryable ones and of the lease index for
-// running ones. Each WHERE clause is the index's predicate, written the same
-// way, so that the planner can use the index. It runs after pinIndexSQL.
+// running ones, and of the pending index (migration 10) for pending ones.
+// Each WHERE clause is the index's predicate, written the same way, so that
+// the planner can use the index. It runs after pinIndexSQL.
 const liveStatsSQL = `
 SELECT queue, 'available', count(*) FROM tasq_jobs WHERE state = 'available' GROUP BY queue
 UNION ALL
 SELECT queue, state::text, count(*) FROM tasq_jobs WHERE state IN ('scheduled', 'retryable') GROUP BY queue, state
 UNION ALL
-SELECT queue, 'running', count(*) FROM tasq_jobs WHERE state = 'running' GROUP BY queue`
+SELECT queue, 'running', count(*) FROM tasq_jobs WHERE state = 'running' GROUP BY queue
+UNION ALL
+SELECT queue, 'pending', count(*) FROM tasq_jobs WHERE deps_waiting IS NOT NULL AND state = 'pending' GROUP BY queue`
 
 // pinIndexSQL runs before liveStatsSQL in the same pipeline (one implicit
 // transaction, which the setting does not outlive). It keeps the planner off
@@ -74,7 +77,7 @@ WHERE tablename = 'tasq_jobs' AND attname IN ('queue', 'state') AND NOT inherite
 // Stats implements queue.StatsReader: job counts per queue and state, sorted
 // by queue, then state in life-cycle order.
 //
-// The live jobs (scheduled, available, running, retryable) are always
+// The live jobs (pending, scheduled, available, running, retryable) are always
 // counted exactly, from the partial indexes that hold only them: a queue
 // table keeps few of them, however many finished jobs it holds. The finished
 // ones (completed, failed, cancelled) are counted too while the table is

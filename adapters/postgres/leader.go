@@ -83,7 +83,8 @@ DELETE FROM tasq_jobs AS j USING doomed WHERE j.id = doomed.id`
 // jobColumnList is every column of tasq_jobs, for moving rows to the archive.
 const jobColumnList = `id, kind, queue, state, priority, payload, result, attempt, max_retries, retry_delay_ms,
     timeout_ms, run_at, dispatched_at, attempted_at, attempted_by, lease_expires_at, finished_at, errors,
-    claim_token, errors_omitted, tags, meta, unique_key, unique_states`
+    claim_token, errors_omitted, tags, meta, unique_key, unique_states,
+    depends_on, deps_waiting, dep_policy, has_dependants`
 
 const archiveSQL = `
 WITH doomed AS (

@@ -304,6 +304,9 @@ func writeJob(w io.Writer, j *queue.JobInfo) {
 	fmt.Fprintf(tw, "finished at:\t%s\n", optTime(j.FinishedAt))
 	fmt.Fprintf(tw, "claim token:\t%d\n", j.Token)
 	fmt.Fprintf(tw, "tags:\t%s\n", orDash(strings.Join(j.Tags, " ")))
+	if len(j.DependsOn) > 0 {
+		fmt.Fprintf(tw, "depends on:\t%s (if one fails: %s; waiting for %d)\n", idList(j.DependsOn), j.DepPolicy, len(j.Waiting))
+	}
 	_ = tw.Flush()
 	if len(j.Meta) > 0 {
 		fmt.Fprintf(w, "meta:\n%s\n", indentJSON(j.Meta))
@@ -371,6 +374,18 @@ type jobJSON struct {
 	ClaimToken     int64            `json:"claim_token"`
 	Tags           []string         `json:"tags"`
 	Meta           json.RawMessage  `json:"meta"`
+	DependsOn      []uuid.UUID      `json:"depends_on,omitempty"`
+	DepsWaiting    []uuid.UUID      `json:"deps_waiting,omitempty"`
+	DepPolicy      string           `json:"dep_policy,omitempty"`
+}
+
+// idList joins job IDs with spaces.
+func idList(ids []uuid.UUID) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = id.String()
+	}
+	return strings.Join(s, " ")
 }
 
 func toJSON(j *queue.JobInfo) jobJSON {
@@ -389,6 +404,9 @@ func toJSON(j *queue.JobInfo) jobJSON {
 		out.Errors = []queue.JobError{}
 	}
 	out.Tags, out.Meta = j.Tags, j.Meta
+	if len(j.DependsOn) > 0 {
+		out.DependsOn, out.DepsWaiting, out.DepPolicy = j.DependsOn, j.Waiting, j.DepPolicy.String()
+	}
 	if out.Tags == nil {
 		out.Tags = []string{}
 	}

@@ -31,8 +31,8 @@ table is small, that is the same as
 
     SELECT queue, state, count(*) FROM tasq_jobs GROUP BY 1, 2 ORDER BY 1, 2
 
-On a large postgres table the live jobs (scheduled, available, running,
-retryable) are still counted exactly, from the indexes that hold only them,
+On a large postgres table the live jobs (pending, scheduled, available,
+running, retryable) are still counted exactly, from the indexes that hold only them,
 but the finished ones (completed, failed, cancelled) are estimated from the
 table's statistics, as fresh as its last ANALYZE: the table marks estimates
 with ~ and --json with "estimated": true. Counting millions of finished jobs
@@ -136,7 +136,14 @@ func (c statCell) String() string {
 // totals on the right and at the bottom; an estimated count (and a total
 // that includes one) is marked with ~, explained below the table. Queue
 // names are escaped (oneLine): a row inserted by hand may name any queue.
+// The pending column (jobs waiting for others, queue.After) is shown only
+// when some job is pending, so that the table of a backend or an app
+// without dependencies keeps its columns.
 func writeStatsTable(w io.Writer, stats []queue.QueueStat) {
+	states := queue.States
+	if !slices.ContainsFunc(stats, func(s queue.QueueStat) bool { return s.State == queue.StatePending && s.Count > 0 }) {
+		states = slices.DeleteFunc(slices.Clone(states), func(s queue.JobState) bool { return s == queue.StatePending })
+	}
 	var queues []string
 	counts := map[string]map[queue.JobState]*statCell{}
 	anyEstimate := false
@@ -156,18 +163,18 @@ func writeStatsTable(w io.Writer, stats []queue.QueueStat) {
 	slices.Sort(queues)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprint(tw, "QUEUE\t")
-	for _, st := range queue.States {
+	for _, st := range states {
 		fmt.Fprintf(tw, "%s\t", st)
 	}
 	fmt.Fprintln(tw, "TOTAL")
 	totals := map[queue.JobState]*statCell{}
-	for _, st := range queue.States {
+	for _, st := range states {
 		totals[st] = &statCell{}
 	}
 	row := func(name string, c map[queue.JobState]*statCell) {
 		fmt.Fprintf(tw, "%s\t", oneLine(name))
 		var sum statCell
-		for _, st := range queue.States {
+		for _, st := range states {
 			var cell statCell
 			if c[st] != nil {
 				cell = *c[st]

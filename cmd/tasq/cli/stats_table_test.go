@@ -38,3 +38,23 @@ func TestStatsTableMarksEstimates(t *testing.T) {
 		t.Errorf("exact stats table has a ~:\n%s", out)
 	}
 }
+
+// The pending column shows only when some job waits for others.
+func TestStatsTablePendingColumn(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	writeStatsTable(&b, []queue.QueueStat{
+		{Queue: "albums", State: queue.StatePending, Count: 2},
+		{Queue: "images", State: queue.StateAvailable, Count: 5},
+	})
+	out := b.String()
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^QUEUE\s+pending\s+scheduled\s+available`),
+		regexp.MustCompile(`(?m)^albums\s+2\s+0\s+0\s+0\s+0\s+0\s+0\s+0\s+2$`),
+		regexp.MustCompile(`(?m)^images\s+0\s+0\s+5\s+0\s+0\s+0\s+0\s+0\s+5$`),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("stats table does not match %v:\n%s", want, out)
+		}
+	}
+}
