@@ -51,8 +51,10 @@ func (w *Worker) flush(bg context.Context, batch []queue.Outcome) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(bg, finishTimeout)
+		t0 := w.observeStart()
 		n, err := w.src.Finish(ctx, w.cfg.ID, batch)
 		cancel()
+		w.observeFinish(len(batch), t0, err)
 		if err == nil {
 			if stale := len(batch) - n; stale > 0 {
 				w.stats.stale.Add(int64(stale))

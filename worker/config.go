@@ -66,6 +66,10 @@ type Config struct {
 	// queue.AttemptMiddleware): tracing, metrics, logging context. Handle
 	// runs with the context the innermost middleware passes on.
 	Middleware []queue.AttemptMiddleware
+	// Observer, when set, is told how long each claim and each batch of
+	// outcomes written takes (see Observer): claim and completion latency
+	// for metrics. Nil costs nothing.
+	Observer Observer
 	// ID names the worker in attempted_by and in logs. Default host-pid-random.
 	ID string
 	// Logger receives the worker's logs. Default slog.Default().

@@ -138,9 +138,11 @@ func (w *Worker) claimInto(bg context.Context, q string, kinds []string, limit i
 	// The claim runs on bg, not on Run's ctx: a claim cancelled halfway
 	// could commit server-side and strand its rows until their leases expire.
 	ctx, cancel := context.WithTimeout(bg, claimTimeout)
+	t0 := w.observeStart()
 	jobs, err := w.src.Claim(ctx, queue.ClaimRequest{Queue: q, WorkerID: w.cfg.ID, Limit: limit, Lease: w.cfg.LeaseDuration, Kinds: kinds,
 		Meta: len(w.cfg.Middleware) > 0})
 	cancel()
+	w.observeClaim(q, len(jobs), t0, err)
 	if err != nil {
 		w.execs.release(limit, blocking)
 		return 0, err

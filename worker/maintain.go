@@ -95,6 +95,8 @@ func (w *Worker) maintainOnce(ctx context.Context, m queue.Maintainer) {
 		}
 		return
 	}
+	w.stats.promoted.Add(int64(promoted))
+	w.stats.rescued.Add(int64(rescued))
 	if rescued > 0 {
 		w.log.WarnContext(ctx, "rescued jobs whose lease expired", "count", rescued)
 	}

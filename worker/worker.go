@@ -65,7 +65,7 @@ type Worker struct {
 
 type counters struct {
 	completed, retried, failed, cancelled, handedBack, snoozed, stale, dropped, lost, stuck atomic.Int64
-	maintenance, purged                                                                     atomic.Int64
+	maintenance, purged, rescued, promoted                                                  atomic.Int64
 }
 
 // Stats is a snapshot of what a worker has done since it started.
@@ -92,6 +92,13 @@ type Stats struct {
 	MaintenanceRuns int64
 	// Purged counts finished jobs this worker's retention removed.
 	Purged int64
+	// Rescued counts running jobs whose lease had expired (their worker
+	// died, froze or lost the database) that this worker's maintenance
+	// handed back, to run again.
+	Rescued int64
+	// Promoted counts scheduled and retryable jobs this worker's
+	// maintenance made available when they came due.
+	Promoted int64
 }
 
 // New returns a worker that claims jobs from src and runs them with the task
@@ -133,6 +140,7 @@ func (w *Worker) Stats() Stats {
 		Cancelled: w.stats.cancelled.Load(), HandedBack: w.stats.handedBack.Load(), Snoozed: w.stats.snoozed.Load(), Stale: w.stats.stale.Load(),
 		Dropped: w.stats.dropped.Load(), LostLeases: w.stats.lost.Load(), Stuck: w.stats.stuck.Load(),
 		Leader: w.leader.Load(), MaintenanceRuns: w.stats.maintenance.Load(), Purged: w.stats.purged.Load(),
+		Rescued: w.stats.rescued.Load(), Promoted: w.stats.promoted.Load(),
 	}
 }
 

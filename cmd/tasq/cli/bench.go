@@ -103,6 +103,8 @@ type benchResult struct {
 
 type benchFlags struct {
 	otel        bool                      // trace dispatches and attempts (tasqotel)
+	prom        bool                      // Prometheus metrics (tasqprom), gathered every second
+	metrics     *benchProm                // --prom's, for the client and the workers
 	middleware  []queue.AttemptMiddleware // --otel's, for the workers
 	mode        string
 	n           int
@@ -195,6 +197,7 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
 	fl.IntVar(&f.concurrency, "concurrency", 2000, "worker concurrency (River's benchmark uses MaxWorkers 2000)")
 	fl.IntVar(&f.batch, "batch", 1000, "jobs per DispatchMany call when inserting")
 	fl.BoolVar(&f.otel, "otel", false, "trace every dispatch and attempt with tasqotel (sampled, batched, discarded): what the middleware and OpenTelemetry cost")
+	fl.BoolVar(&f.prom, "prom", false, "count every dispatch, attempt, claim and outcome write with tasqprom and gather the metrics (queue depths and lags included) every second: what the Prometheus metrics cost")
 	fl.BoolVar(&f.json, "json", false, "also print a RESULT {json} line per workload")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the workloads to this file (go tool pprof)")
 	fl.IntVar(&f.limits.Total.MaxRunning, "max-running", 0, "limit the benchmark queue to this many running jobs across the fleet (0: no limit)")
@@ -288,7 +291,9 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 	defer ad.Close()
 	otelOpts, otelMW, otelStop := benchOtel(f.otel)
 	defer otelStop()
-	client, err := queue.NewClient(ad, otelOpts...)
+	f.metrics = newBenchProm(f.prom, ad)
+	defer f.metrics.close()
+	client, err := queue.NewClient(ad, append(otelOpts, f.metrics.clientOptions()...)...)
 	if err != nil {
 		return err
 	}
@@ -381,10 +386,16 @@ func (b *bench) newWorker(maxTasks int) (*worker.Worker, error) {
 	if err := errors.Join(queue.Register(reg, benchNoop{}), queue.Register(reg, benchLatency{})); err != nil {
 		return nil, err
 	}
-	return worker.New(b.ad, reg, worker.Config{
-		Queues: []string{benchQueue}, Concurrency: b.f.concurrency, MaxTasks: maxTasks, Middleware: b.f.middleware,
+	cfg := worker.Config{
+		Queues: []string{benchQueue}, Concurrency: b.f.concurrency, MaxTasks: maxTasks, Middleware: slices.Clone(b.f.middleware),
 		Logger: slog.New(slog.NewTextHandler(b.errw, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	}
+	b.f.metrics.configure(&cfg)
+	w, err := worker.New(b.ad, reg, cfg)
+	if err == nil {
+		b.f.metrics.watch(w)
+	}
+	return w, err
 }
 
 // insert dispatches n no-op jobs in batches and returns the rate.

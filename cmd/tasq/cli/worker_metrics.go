@@ -26,7 +26,7 @@ type metricsServer struct {
 }
 
 // listenMetrics listens on addr; the worker's config gets the metrics'
-// attempt middleware.
+// attempt middleware and its Observer (claim and completion latency).
 func listenMetrics(addr string, cfg *worker.Config) (*metricsServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -34,11 +34,12 @@ func listenMetrics(addr string, cfg *worker.Config) (*metricsServer, error) {
 	}
 	m := tasqprom.New()
 	cfg.Middleware = append(cfg.Middleware, m.AttemptMiddleware())
+	cfg.Observer = m
 	return &metricsServer{m: m, ln: ln}, nil
 }
 
-// serve reports w's figures and, when ad can tell them, its queues' depths,
-// until stop is called.
+// serve reports w's figures and, when ad can tell them, its queues' depths
+// and lags, until stop is called.
 func (s *metricsServer) serve(w *worker.Worker, ad queue.Adapter, log *slog.Logger) (stop func()) {
 	s.m.WatchWorker(w)
 	if sr, ok := ad.(queue.StatsReader); ok {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,13 +17,15 @@ import (
 )
 
 // TestWorkerMetricsAddr: tasq worker --metrics-addr serves /metrics, which
-// counts the jobs it ran and the queue depths after known work.
+// counts the jobs it ran, the claims it timed, and the queue depths and lags
+// after known work: a job waits on a queue the worker does not serve.
 func TestWorkerMetricsAddr(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	e := newEnv(t, ctx)
 	a := e.dispatch(t, ctx, &demo.ProcessPayment{UserID: 1, AmountCents: 100})
 	b := e.dispatch(t, ctx, &demo.ProcessPayment{UserID: 2, AmountCents: 200})
+	e.dispatch(t, ctx, &demo.ProcessPayment{UserID: 3, AmountCents: 300}, queue.OnQueue("unserved"))
 	port, err := freeport.Loopback()
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +47,11 @@ func TestWorkerMetricsAddr(t *testing.T) {
 		`tasq_job_run_seconds_count{kind="ProcessPayment",queue="payments"} 2`,
 		`tasq_worker_gauge{what="running",`,
 		`tasq_queue_jobs{queue="payments",state="completed"} 2`,
+		`tasq_queue_jobs{queue="unserved",state="available"} 1`,
+		`tasq_queue_lag_seconds{queue="payments"} 0` + "\n",
+		`tasq_queue_lag_seconds{queue="unserved"} `,
+		`tasq_claim_seconds_count{queue="payments"} `,
+		`tasq_finish_batch_size_sum 2` + "\n",
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -60,6 +68,13 @@ func TestWorkerMetricsAddr(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The unserved queue's job has waited since before the worker started.
+	if v, ok := metricValue(body, `tasq_queue_lag_seconds{queue="unserved"}`); !ok || v <= 0 || v > 120 {
+		t.Errorf("tasq_queue_lag_seconds{queue=\"unserved\"} = %v (present %v), want in (0, 120]", v, ok)
+	}
+	if v, _ := metricValue(body, `tasq_claim_seconds_count{queue="payments"}`); v < 1 {
+		t.Errorf("tasq_claim_seconds_count{queue=\"payments\"} = %v, want at least 1", v)
+	}
 	cancel()
 	if r := waitDone(t, done, 20*time.Second, "the worker command after cancel"); r.err != nil {
 		t.Fatalf("worker: %v\n%s", r.err, r.errOut)
@@ -74,4 +89,16 @@ func scrape(addr string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// metricValue returns the value of the series named exactly series (name
+// and labels as exposed) in a /metrics page.
+func metricValue(body, series string) (float64, bool) {
+	for _, line := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(rest, 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
 }
