@@ -51,14 +51,13 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 	if c.err != nil {
 		// Bad input: this one job fails with the reason; the worker goes on.
 		log.Error("job cannot run; marking it failed", "err", errText(c.err))
-		return queue.Failed(j, c.err), true
+		return w.failEarly(jobCtx, j, nil, c.err, log), true
 	}
 	x := c.run
 	if queue.Exhausted(j) {
 		// The last attempt was lost with its worker; nothing is left to try.
 		err := fmt.Errorf("%w: the last of %d attempts did not finish", queue.ErrLeaseExpired, j.MaxRetries+1)
-		w.runFailed(jobCtx, x, err, log)
-		return queue.Failed(j, err), true
+		return w.failEarly(jobCtx, j, x, err, log), true
 	}
 
 	hctx, cancel := context.WithCancelCause(jobCtx)
@@ -127,9 +126,43 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 		log.Warn("attempt failed; will retry", "err", o.Error, "retry_in", o.Delay)
 	default:
 		log.Error("job failed", "err", o.Error)
-		w.runFailed(jobCtx, x, err, log)
+		w.runFailed(jobCtx, log.ctx, x, err, log)
 	}
 	return o, true
+}
+
+// failEarly fails j, which cannot run (bad input) or has no attempt left
+// (its last one was lost with its worker), with err, without calling
+// Handle. The attempt middleware still sees the attempt, as one whose
+// Handle returned err at once, and its outcome, so that metrics and traces
+// count every job that ends; the Failed hook (when the task could be
+// decoded: x is not nil) runs inside it, as it does for a failed Handle.
+func (w *Worker) failEarly(jobCtx context.Context, j *queue.Job, x *queue.Execution, err error, log jobLogger) (o queue.Outcome) {
+	o = queue.Failed(j, err)
+	if len(w.cfg.Middleware) == 0 {
+		w.runFailed(jobCtx, jobCtx, x, err, log)
+		return o
+	}
+	md := queue.Metadata{ID: j.ID, Attempt: j.Attempt - 1, DispatchedAt: j.DispatchedAt, Kind: j.Kind, Queue: j.Queue, MaxRetries: j.MaxRetries}
+	if x != nil {
+		md = x.Meta
+	}
+	a := queue.NewAttempt(j, md)
+	mwCtx := jobCtx
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				log.Error("attempt middleware panicked around a job that cannot run", "panic", fmt.Sprint(p))
+			}
+		}()
+		_, _ = queue.ChainAttempt(w.cfg.Middleware, a, func(ctx context.Context) (json.RawMessage, error) {
+			mwCtx = ctx
+			return nil, err
+		})(jobCtx)
+	}()
+	w.runFailed(jobCtx, mwCtx, x, err, log)
+	w.finish(mwCtx, a, o, err, false)
+	return o
 }
 
 // txSettled asks the backend whether the transaction in which Handle called
@@ -230,12 +263,19 @@ func (w *Worker) retryDelay(x *queue.Execution, j *queue.Job, err error, log job
 	return x.RetryDelay(j, err)
 }
 
-func (w *Worker) runFailed(jobCtx context.Context, x *queue.Execution, err error, log jobLogger) {
+// runFailed runs the task's Failed hook, if any, under FailedHookTimeout.
+// Its context carries the values of valuesCtx (the attempt middleware's
+// context, such as its span, so that the hook's work shows inside the
+// attempt) but ends only with jobCtx or the timeout: the attempt's own
+// deadline, which may have passed, does not cut the hook short.
+func (w *Worker) runFailed(jobCtx, valuesCtx context.Context, x *queue.Execution, err error, log jobLogger) {
 	if x == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(jobCtx, w.cfg.FailedHookTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(valuesCtx), w.cfg.FailedHookTimeout)
 	defer cancel()
+	stop := context.AfterFunc(jobCtx, cancel)
+	defer stop()
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error("Failed hook panicked", "panic", fmt.Sprint(r))
