@@ -18,6 +18,7 @@ type Client struct {
 	now     func() time.Time // WithClock; nil means time.Now
 
 	dispatchMW []DispatchMiddleware // WithDispatchMiddleware
+	outbox     Outbox               // WithOutbox
 }
 
 // Encoder turns a task into its job payload. The default is encoding/json;

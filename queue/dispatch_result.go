@@ -74,7 +74,10 @@ func (c *Client) store(ctx context.Context, tx any, a Adapter, jobs []NewJob) ([
 	if tx != nil {
 		var ok bool
 		if ti, ok = a.(TxInserter); !ok {
-			return nil, fmt.Errorf("%w: driver %s cannot store jobs inside a transaction; dispatch after the commit instead", ErrTxUnsupported, a.Name())
+			if c.outbox != nil {
+				return c.toOutbox(ctx, tx, a, jobs) // outbox.go
+			}
+			return nil, fmt.Errorf("%w: driver %s cannot store jobs inside a transaction; dispatch after the commit instead, or through an outbox (queue.WithOutbox)", ErrTxUnsupported, a.Name())
 		}
 	}
 	if HasUnique(jobs) {

@@ -56,7 +56,7 @@ func WithSchema(name string) Option { return func(o *options) { o.schema = name 
 
 // tasqObjects are the database objects of the TasQ schema that statements
 // name: tables, the state type and the functions.
-var tasqObjects = regexp.MustCompile(`\btasq_(?:jobs_archive|jobs|leader|workers|instance|job_state|errors_append|dispatch|uuidv7|unique_held|channel|queues|queue_keys|pause_queue|resume_queue|schedules|trigger_schedule|pause_schedule|resume_schedule|release_dependants)\b`)
+var tasqObjects = regexp.MustCompile(`\btasq_(?:jobs_archive|jobs|leader|workers|instance|job_state|errors_append|dispatch|uuidv7|unique_held|channel|queues|queue_keys|pause_queue|resume_queue|schedules|trigger_schedule|pause_schedule|resume_schedule|release_dependants|outbox)\b`)
 
 // qualify returns statement with every TasQ object it names prefixed by
 // schema, quoted. A name inside a string literal ('tasq_jobs'), quoted, or
@@ -99,13 +99,15 @@ type statements struct {
 	channel string
 	ctrl    string // cancels and await announcements: ControlChannelFor
 	done    string // finished jobs, for waiting clients: DoneChannelFor
+	outbox  string // jobs written to the outbox, for relays: pgschema.OutboxChannel
 
 	cache  sync.Map // statement -> qualified statement
 	cached atomic.Int32
 }
 
 func newStatements(schema string) *statements {
-	return &statements{schema: schema, channel: ChannelFor(schema), ctrl: ControlChannelFor(schema), done: DoneChannelFor(schema)}
+	return &statements{schema: schema, channel: ChannelFor(schema), ctrl: ControlChannelFor(schema), done: DoneChannelFor(schema),
+		outbox: pgschema.OutboxChannel(schema)}
 }
 
 // q returns statement qualified for the adapter's schema.

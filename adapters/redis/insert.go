@@ -37,8 +37,8 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 		return a.wrap("insert jobs", err)
 	}
 	if len(res) == 2 && res[0] == "dup" {
-		return fmt.Errorf("tasq/redis: insert jobs: job %v already exists (a reused ID, or a retried insert whose first try got through); nothing of this batch was stored",
-			res[1])
+		return fmt.Errorf("tasq/redis: insert jobs: %w: job %v (a reused ID, or a retried insert whose first try got through); nothing of this batch was stored",
+			queue.ErrJobExists, res[1])
 	}
 	return nil
 }

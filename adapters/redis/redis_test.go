@@ -160,7 +160,7 @@ func TestInsertIsAllOrNothing(t *testing.T) {
 
 	fresh := jobs("atomic", 50)
 	withDup := append(slices.Clone(fresh), existing)
-	if err := a.Insert(ctx, withDup); err == nil || !strings.Contains(err.Error(), "already exists") {
+	if err := a.Insert(ctx, withDup); !errors.Is(err, queue.ErrJobExists) {
 		t.Fatalf("Insert with an existing ID = %v; want a refusal", err)
 	}
 	inBatchDup := append(slices.Clone(fresh), fresh[7])

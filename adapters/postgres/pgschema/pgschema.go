@@ -75,6 +75,12 @@ func ControlChannel(schema string) string { return sibling("tasq_ctrl", schema) 
 // (on ControlChannel) that it waits.
 func DoneChannel(schema string) string { return sibling("tasq_done", schema) }
 
+// OutboxChannel returns the LISTEN/NOTIFY channel on which a transaction
+// that wrote jobs to the outbox (tasq_outbox) wakes the relays: "tasq_send"
+// for Default and "tasq_send.<schema>" for any other. The payload is the
+// target driver's name.
+func OutboxChannel(schema string) string { return sibling("tasq_send", schema) }
+
 // sibling names a channel like Channel does, with base instead of
 // DefaultChannel. base has DefaultChannel's length, so MaxLength holds for
 // it too (a test checks).

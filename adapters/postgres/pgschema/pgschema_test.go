@@ -15,14 +15,14 @@ func TestChannelsFitTheLongestSchema(t *testing.T) {
 	if err := Check(longest); err != nil {
 		t.Fatalf("Check(%d bytes): %v", MaxLength, err)
 	}
-	for _, name := range []string{Channel(longest), ControlChannel(longest), DoneChannel(longest)} {
+	for _, name := range []string{Channel(longest), ControlChannel(longest), DoneChannel(longest), OutboxChannel(longest)} {
 		if len(name) > 63 {
 			t.Errorf("channel %q is %d bytes, over 63", name, len(name))
 		}
 	}
 	seen := map[string]string{}
 	for _, schema := range []string{Default, "billing", "cancel", "ctrl", "done", "jobs", longest} {
-		for kind, name := range map[string]string{"wake": Channel(schema), "ctrl": ControlChannel(schema), "done": DoneChannel(schema)} {
+		for kind, name := range map[string]string{"wake": Channel(schema), "ctrl": ControlChannel(schema), "done": DoneChannel(schema), "send": OutboxChannel(schema)} {
 			who := kind + " of " + schema
 			if other, dup := seen[name]; dup {
 				t.Errorf("channel %q is both the %s and the %s", name, other, who)

@@ -124,6 +124,8 @@ type benchFlags struct {
 	purgeBatch    int
 	checkpoint    bool
 	nChanged      bool // -n was given; used-table's default is usedTableJobs otherwise
+	// outbox: the Redis the outbox workload relays to
+	redisURL string
 	// notify
 	notifyFor   time.Duration
 	dispatchers []int
@@ -169,6 +171,11 @@ Opt-in workloads (not part of all; they take about a minute each):
               table and index sizes, autovacuum count, rows purged; at the
               end the sizes in the second half of the run against the first
               (bounded: they stop growing) and, always, a RESULT line
+  outbox      the transactional outbox to Redis (--redis-url): -n jobs
+              dispatched through it in transactions of --batch, relayed by
+              one relay and by two (jobs/s each way); then single jobs at
+              --rate for --latency-duration, each in its own transaction,
+              with a relay and a Redis worker: dispatch-to-start p50/p95/p99
 
 It prints progress every 2 s and a result line per workload (--json adds a
 machine-readable RESULT line). Without --database-url or TASQ_DATABASE_URL it
@@ -211,6 +218,7 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
 	fl.IntSliceVar(&f.dispatchers, "dispatchers", []int{1, 8, 32}, "notify: concurrent dispatching goroutines, one measurement each")
 	fl.DurationVar(&f.waitSampleTick, "wait-sample", 50*time.Millisecond, "used-table, notify: how often to sample pg_stat_activity wait events (0: never)")
 	fl.IntVar(&f.soakJobs, "soak-jobs", 2000000, "soak: jobs to dispatch and work")
+	fl.StringVar(&f.redisURL, "redis-url", os.Getenv("TASQ_REDIS_URL"), "outbox: the Redis the relay delivers to (default $TASQ_REDIS_URL)")
 	fl.DurationVar(&f.soakKeep, "soak-keep", 10*time.Second, "soak: how long retention keeps completed jobs")
 	fl.DurationVar(&f.soakSample, "soak-sample", 10*time.Second, "soak: how often to print a sample line")
 	return cmd
@@ -218,9 +226,9 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
 
 func (f *benchFlags) validate() error {
 	switch f.mode {
-	case "all", "burn-down", "continuous", "latency", "used-table", "notify", "soak":
+	case "all", "burn-down", "continuous", "latency", "used-table", "notify", "soak", "outbox":
 	default:
-		return fmt.Errorf("--mode %q: use burn-down, continuous, latency, all, used-table, notify or soak", f.mode)
+		return fmt.Errorf("--mode %q: use burn-down, continuous, latency, all, used-table, notify, soak or outbox", f.mode)
 	}
 	switch {
 	case f.n <= 0:
@@ -342,6 +350,8 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 			err = b.notify(ctx)
 		case "soak":
 			err = b.soak(ctx) // prints its own results
+		case "outbox":
+			err = b.outbox(ctx) // prints its own results
 		}
 		if err != nil {
 			return fmt.Errorf("bench %s: %w", m, err)
