@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(childMain())
 	}
+	if os.Getenv(relayChildEnv) != "" {
+		os.Exit(relayChildMain())
+	}
 	os.Exit(testmain.Chain(m, testpg.Main, testredis.Main, testmysql.Main, testsqs.Main))
 }
 
