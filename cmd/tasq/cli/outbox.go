@@ -62,26 +62,11 @@ func (a *app) outboxRelayCommand() *cobra.Command {
 			if len(to) == 0 {
 				return fmt.Errorf("%w: relay needs at least one --to DRIVER=URL (e.g. --to redis=redis://127.0.0.1:6379/0)", queue.ErrInvalidConfig)
 			}
-			targets := map[string]queue.Inserter{}
-			for _, t := range to {
-				name, url, ok := strings.Cut(t, "=")
-				if !ok || name == "" || url == "" {
-					return fmt.Errorf("%w: --to %q: want DRIVER=URL, e.g. redis=redis://127.0.0.1:6379/0", queue.ErrInvalidConfig, t)
-				}
-				if _, dup := targets[name]; dup {
-					return fmt.Errorf("%w: --to names %q twice", queue.ErrInvalidConfig, name)
-				}
-				driver, err := DriverForURL(url)
-				if err != nil {
-					return fmt.Errorf("--to %s: %w", name, err)
-				}
-				ad, err := backend{driver: driver, url: url}.open(cmd.Context())
-				if err != nil {
-					return fmt.Errorf("--to %s: %w", name, err)
-				}
-				defer ad.Close()
-				targets[name] = ad
+			targets, closeTargets, err := openRelayTargets(cmd.Context(), "--to", to)
+			if err != nil {
+				return err
 			}
+			defer closeTargets()
 			silenceUsage(cmd)
 			pg, err := a.openOutbox(cmd.Context())
 			if err != nil {
@@ -102,6 +87,41 @@ func (a *app) outboxRelayCommand() *cobra.Command {
 	cmd.Flags().IntVar(&opts.Batch, "batch", 500, "most jobs per delivery round")
 	cmd.Flags().DurationVar(&opts.Poll, "poll", time.Second, "longest wait after a round that found nothing (committing transactions wake the relay at once; behind a transaction pooler this is the lag)")
 	return cmd
+}
+
+// openRelayTargets opens the backends of DRIVER=URL values given to flag,
+// and returns them with a function that closes them.
+func openRelayTargets(ctx context.Context, flag string, to []string) (map[string]queue.Inserter, func(), error) {
+	targets := map[string]queue.Inserter{}
+	var opened []queue.Adapter
+	closeAll := func() {
+		for _, ad := range opened {
+			ad.Close()
+		}
+	}
+	for _, t := range to {
+		name, url, ok := strings.Cut(t, "=")
+		if !ok || name == "" || url == "" {
+			closeAll()
+			return nil, nil, fmt.Errorf("%w: %s %q: want DRIVER=URL, e.g. redis=redis://127.0.0.1:6379/0", queue.ErrInvalidConfig, flag, t)
+		}
+		if _, dup := targets[name]; dup {
+			closeAll()
+			return nil, nil, fmt.Errorf("%w: %s names %q twice", queue.ErrInvalidConfig, flag, name)
+		}
+		driver, err := DriverForURL(url)
+		if err == nil {
+			var ad queue.Adapter
+			if ad, err = (backend{driver: driver, url: url}).open(ctx); err == nil {
+				opened = append(opened, ad)
+				targets[name] = ad
+				continue
+			}
+		}
+		closeAll()
+		return nil, nil, fmt.Errorf("%s %s: %w", flag, name, err)
+	}
+	return targets, closeAll, nil
 }
 
 func (a *app) outboxStatsCommand() *cobra.Command {

@@ -94,4 +94,38 @@ func TestOutboxCommands(t *testing.T) {
 	if r := run(ctx, opts, "outbox", "stats", "--database-url", redisURL); !errors.Is(r.err, errors.ErrUnsupported) {
 		t.Errorf("outbox stats on redis: %v, want an unsupported error", r.err)
 	}
+
+	// tasq worker --outbox-to runs a relay beside the worker.
+	wopts := cli.Options{Logger: quietLogger(), Registry: demoRegistry(t)}
+	if r := run(ctx, wopts, "worker", "--outbox-to", "redis", "--database-url", e.dsn); r.err == nil || !strings.Contains(r.err.Error(), "want DRIVER=URL") {
+		t.Errorf("worker --outbox-to redis: %v, want an error saying DRIVER=URL", r.err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	wdone := make(chan result, 1)
+	go func() {
+		wdone <- run(wctx, wopts, "worker", "--outbox-to", "redis="+redisURL, "--database-url", e.dsn)
+	}()
+	tx, err = e.adapter.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, err := client.DispatchTx(ctx, tx, &outboxPing{N: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := rd.GetJob(ctx, id2); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("tasq worker --outbox-to did not deliver the job to Redis within 30s")
+		}
+	}
+	wcancel()
+	if r := waitDone(t, wdone, 60*time.Second, "worker --outbox-to"); r.err != nil {
+		t.Errorf("worker --outbox-to: %v\n%s", r.err, r.errOut)
+	}
 }

@@ -1,14 +1,17 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tasqhq/tasq/adapters/postgres"
 	"github.com/tasqhq/tasq/queue"
 	"github.com/tasqhq/tasq/worker"
 )
@@ -40,6 +43,7 @@ type workerFlags struct {
 	keepFailed          time.Duration
 	archive             bool
 	metricsAddr         string
+	outboxTo            []string // relay the outbox to these backends (DRIVER=URL)
 }
 
 func (a *app) workerCommand() *cobra.Command {
@@ -95,6 +99,8 @@ builds its own binary that registers its tasks and mounts this command:
 	fl.Var((*retentionAge)(&f.keepFailed), "keep-failed", "retention for failed jobs, the dead letters (or \"forever\")")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9090)")
 	fl.BoolVar(&f.archive, "archive", false, "retention moves expired jobs to tasq_jobs_archive instead of deleting them")
+	fl.StringArrayVar(&f.outboxTo, "outbox-to", nil,
+		"also relay the transactional outbox to a backend, DRIVER=URL (repeatable; postgres only): what `tasq outbox relay --to` does, in this process")
 	return cmd
 }
 
@@ -227,6 +233,13 @@ func (a *app) runWorker(cmd *cobra.Command, f *workerFlags) error {
 			"shutdown_grace", cfg.ShutdownGrace)
 	})
 	defer stop()
+	if len(f.outboxTo) > 0 {
+		stopRelay, err := startRelay(ctx, ad, f.outboxTo, log)
+		if err != nil {
+			return err
+		}
+		defer stopRelay()
+	}
 	log.InfoContext(ctx, "serving", "queues", strings.Join(cfg.Queues, ","), "kinds", strings.Join(reg.Kinds(), ","))
 	if err := w.Run(ctx); err != nil {
 		// Run stops by itself only when it cannot go on, e.g. when the
@@ -234,6 +247,33 @@ func (a *app) runWorker(cmd *cobra.Command, f *workerFlags) error {
 		return fmt.Errorf("the worker stopped: %w", err)
 	}
 	return nil
+}
+
+// startRelay runs an outbox relay from ad (which must be postgres) to the
+// --outbox-to backends until ctx ends or stop is called; stop stops it,
+// waits for it and closes the backends.
+func startRelay(ctx context.Context, ad queue.Adapter, to []string, log *slog.Logger) (stop func(), err error) {
+	pg, ok := ad.(*postgres.Adapter)
+	if !ok {
+		return nil, &UnsupportedError{Backend: ad.Name(), Command: "worker --outbox-to", Capability: capabilityName[queue.Outbox]()}
+	}
+	targets, closeTargets, err := openRelayTargets(ctx, "--outbox-to", to)
+	if err != nil {
+		return nil, err
+	}
+	relay, err := pg.NewRelay(targets, postgres.RelayOptions{Logger: log})
+	if err != nil {
+		closeTargets()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = relay.Run(ctx)
+	}()
+	log.InfoContext(ctx, "relaying the outbox", "to", strings.Join(sortedKeys(targets), ","))
+	return func() { cancel(); <-done; closeTargets() }, nil
 }
 
 // retentionAge is a --keep-* flag: a duration, or "forever".
