@@ -279,6 +279,18 @@ type Execution struct {
 	task    any
 	e       *entry
 	payload []byte
+	tx      TxCompletion // CompleteTx's, when txOn
+	txOn    bool
+}
+
+// EnableTxCompletion lets the attempt's Handle complete the job in a
+// transaction of its own (CompleteTx) on tc, the backend the worker
+// claimed j from as workerID. It returns the completion, which the worker
+// asks after Handle returns (Used). Workers call it before Handle.
+func (x *Execution) EnableTxCompletion(tc TxCompleter, workerID string, j *Job) *TxCompletion {
+	x.tx = TxCompletion{tc: tc, workerID: workerID, lease: j.Lease()}
+	x.txOn = true
+	return &x.tx
 }
 
 // Task returns the decoded task value.
@@ -287,7 +299,11 @@ func (x *Execution) Task() any { return x.task }
 // Handle runs the task's Handle with its metadata in ctx and returns the
 // result encoded as JSON.
 func (x *Execution) Handle(ctx context.Context) (json.RawMessage, error) {
-	ctx = ContextWithMetadata(ctx, x.Meta)
+	av := &attemptValues{meta: x.Meta}
+	if x.txOn {
+		av.tx = &x.tx
+	}
+	ctx = context.WithValue(ctx, metadataKey{}, av)
 	res, err := x.e.run(ctx, x.task)
 	if err != nil {
 		return nil, err

@@ -239,6 +239,19 @@ func ContextWithMetadata(ctx context.Context, m Metadata) context.Context {
 // MetadataFromContext returns the metadata of the job running under ctx. It is
 // how function tasks, which have no TaskBase, learn their ID and attempt.
 func MetadataFromContext(ctx context.Context) (Metadata, bool) {
-	m, ok := ctx.Value(metadataKey{}).(Metadata)
-	return m, ok
+	switch v := ctx.Value(metadataKey{}).(type) {
+	case Metadata:
+		return v, true
+	case *attemptValues:
+		return v.meta, true
+	}
+	return Metadata{}, false
+}
+
+// attemptValues is what Execution.Handle puts in Handle's context: the job's
+// metadata and, when the worker enabled it, the transactional completion
+// (CompleteTx). One value, so that an attempt costs one context value.
+type attemptValues struct {
+	meta Metadata
+	tx   *TxCompletion
 }

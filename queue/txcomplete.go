@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
+	"sync/atomic"
 )
 
 // Errors of transactional completion (CompleteTx).
@@ -48,16 +48,15 @@ type TxCompleter interface {
 	Settled(ctx context.Context, workerID string, lease Lease) (bool, error)
 }
 
-// TxCompletion is what a worker puts in the context of an attempt whose
-// backend is a TxCompleter: CompleteTx finds it there. Workers create it
-// with NewTxCompletion; task code never needs it.
+// TxCompletion is the transactional completion of one attempt on a
+// backend that is a TxCompleter: CompleteTx finds it in Handle's context.
+// Workers enable it with Execution.EnableTxCompletion (or, for a context
+// of their own, NewTxCompletion); task code never needs it.
 type TxCompletion struct {
 	tc       TxCompleter
 	workerID string
 	lease    Lease
-
-	mu   sync.Mutex
-	used bool
+	used     atomic.Bool
 }
 
 type txCompletionKey struct{}
@@ -73,11 +72,7 @@ func NewTxCompletion(ctx context.Context, tc TxCompleter, workerID string, j *Jo
 // Used reports whether Handle called CompleteTx (successfully or not) in
 // this attempt: the job's completion is then the transaction's to commit,
 // and the worker asks the backend how it ended instead of writing one.
-func (c *TxCompletion) Used() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.used
-}
+func (c *TxCompletion) Used() bool { return c.used.Load() }
 
 // CompleteTx completes the running job inside tx, the caller's database
 // transaction (on PostgreSQL: a pgx.Tx, a *sql.Tx or a *gorm.DB in a
@@ -121,8 +116,11 @@ func CompleteTx(ctx context.Context, tx any) error {
 // CompleteTxWithResult is CompleteTx storing result (encoded as JSON) as the
 // job's result.
 func CompleteTxWithResult(ctx context.Context, tx any, result any) error {
-	c, ok := ctx.Value(txCompletionKey{}).(*TxCompletion)
-	if !ok {
+	c, _ := ctx.Value(txCompletionKey{}).(*TxCompletion)
+	if av, ok := ctx.Value(metadataKey{}).(*attemptValues); ok && av.tx != nil {
+		c = av.tx // the innermost: Handle's own attempt
+	}
+	if c == nil {
 		return fmt.Errorf("%w: CompleteTx needs the context a worker passes to Handle, on a backend that can complete jobs in a transaction (postgres)", ErrNoTxCompletion)
 	}
 	var raw json.RawMessage
@@ -136,12 +134,8 @@ func CompleteTxWithResult(ctx context.Context, tx any, result any) error {
 		}
 		raw = b
 	}
-	c.mu.Lock()
-	if c.used {
-		c.mu.Unlock()
+	if !c.used.CompareAndSwap(false, true) {
 		return fmt.Errorf("%w: CompleteTx was already called in this attempt", ErrNoTxCompletion)
 	}
-	c.used = true
-	c.mu.Unlock()
 	return c.tc.CompleteTx(ctx, tx, c.workerID, c.lease, raw)
 }

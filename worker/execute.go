@@ -72,7 +72,7 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 	var txc *queue.TxCompletion // set when the backend can complete jobs in a transaction
 	tc, canTx := w.src.(queue.TxCompleter)
 	if canTx {
-		hctx, txc = queue.NewTxCompletion(hctx, tc, w.cfg.ID, j)
+		txc = x.EnableTxCompletion(tc, w.cfg.ID, j)
 	}
 	if !w.execs.started(c.x, cancel, deadline) {
 		return o, false // lost before it started: another execution has it
