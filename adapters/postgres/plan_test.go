@@ -101,3 +101,59 @@ func TestWorkerStatementsKeepIndexPlans(t *testing.T) {
 		t.Errorf("enable_hashjoin after a pinned statement is %q; the setting leaked", after)
 	}
 }
+
+// The completion and the lease renewal look each job up by primary key even
+// when the statistics say that the worker finishing holds no row: an ANALYZE
+// that saw only rows of other workers (after a burn-down, or before a worker
+// restarted under a new ID). With the worker as a filter on tasq_jobs, the
+// planner estimated one running row and made tasq_jobs the outer side of the
+// nested loop, scanning the whole primary key and the outcome array once per
+// running job: seconds per batch (issue 13).
+func TestFinishPlanSurvivesStatisticsOfOtherWorkers(t *testing.T) {
+	ctx := context.Background()
+	a, err := New(ctx, testpg.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	for _, q := range []string{
+		// IDs in insertion order, as UUIDv7s are: the primary key is then
+		// correlated with the heap and a full scan of it looks cheap.
+		`INSERT INTO tasq_jobs (id, kind, state, attempt, attempted_by, finished_at)
+		 SELECT lpad(to_hex(i), 32, '0')::uuid, 'k', 'completed', 1, 'old-worker', now() FROM generate_series(1, 10000) AS i`,
+		`ANALYZE tasq_jobs`, // every row is old-worker's
+		`DELETE FROM tasq_jobs`,
+		`INSERT INTO tasq_jobs (id, kind, state, attempt, attempted_by, lease_expires_at)
+		 SELECT lpad(to_hex(100000 + i), 32, '0')::uuid, 'k', (CASE WHEN i % 10 = 0 THEN 'running' ELSE 'available' END)::tasq_job_state,
+		        1, CASE WHEN i % 10 = 0 THEN 'w' END, now() + interval '1 hour'
+		 FROM generate_series(1, 20000) AS i`,
+	} {
+		if _, err := a.pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := a.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	const n = 700
+	ids := make([]pgtype.UUID, n)
+	for i := range ids {
+		ids[i] = pgUUID(uuid.New())
+	}
+	ints, strs, nums, bools := make([]int32, n), make([]string, n), make([]int64, n), make([]bool, n)
+	for name, c := range map[string]struct {
+		sql  string
+		args []any
+		want string
+	}{
+		"finish":       {finishSQL, []any{ids, nums, strs, strs, strs, nums, bools, ints, "w", 20, true}, "Index Cond: (id = u.id)"},
+		"extend lease": {extendSQL, []any{ids, nums, "w", int64(30000)}, "Index Cond: (id = l.id)"},
+	} {
+		plan := explainPinned(t, conn, a.sql.q(c.sql), c.args...)
+		if !strings.Contains(plan, c.want) || strings.Contains(plan, "Join Filter") {
+			t.Errorf("%s: the plan does not look each outcome up by primary key (%q, no Join Filter):\n%s", name, c.want, plan)
+		}
+	}
+}

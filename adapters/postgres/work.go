@@ -171,7 +171,20 @@ func scanClaimed(rows pgx.Rows, jobs []*queue.Job) ([]*queue.Job, error) {
 // check is written state::text so that the running-jobs index cannot be
 // chosen instead). The WHERE clause is the completion guard: only the
 // execution that worker $9 claimed under token u.token, and only while the
-// job is still running, can finish it. What each outcome does was decided in
+// job is still running, can finish it.
+//
+// Every term of the guard compares a column of j with a column of u (the
+// worker and the state 'running' ride along in u, behind OFFSET 0 so that
+// they are not folded back into constants): none of them is a filter on
+// tasq_jobs alone. With `j.attempted_by = $9` as such a filter, statistics
+// from an ANALYZE that saw only other workers' rows (any table after a
+// burn-down, or a worker that restarted under a new ID) estimate it at one
+// row, and the planner, to save the primary-key lookups, made tasq_jobs the
+// outer side of the nested loop: a full scan of the primary key with the
+// outcome array rescanned for each running job, 1.4 million comparisons and
+// 0.8–3 s for one batch of 700 outcomes against 2,000 running jobs, until
+// the next autovacuum ANALYZE (the stall of the first seconds of
+// `tasq bench --mode continuous` after a burn-down, issue 13). What each outcome does was decided in
 // Go (queue.Outcome's methods): finishes sets finished_at, uncount takes a
 // handed-back attempt back, delay_ms >= 0 sets run_at. It returns one row:
 // how many outcomes applied, the queues that got jobs back (to wake their
@@ -189,9 +202,11 @@ WITH done AS (
         errors = CASE WHEN u.error = '' THEN j.errors
                  ELSE tasq_errors_append(j.errors, jsonb_build_object('attempt', j.attempt, 'at', now(), 'error', u.error), $10) END,
         errors_omitted = j.errors_omitted + CASE WHEN u.error <> '' AND jsonb_array_length(j.errors) >= $10 THEN 1 ELSE 0 END
-    FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bool[], $8::int[])
-         AS u(id, token, state, result, error, delay_ms, finishes, uncount)
-    WHERE j.id = u.id AND j.claim_token = u.token AND j.state::text = 'running' AND j.attempted_by = $9
+    FROM (SELECT u.*, $9::text AS worker, 'running'::text AS held_state
+          FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bool[], $8::int[])
+               AS u(id, token, state, result, error, delay_ms, finishes, uncount)
+          OFFSET 0) AS u
+    WHERE j.id = u.id AND j.claim_token = u.token AND j.state::text = u.held_state AND j.attempted_by = u.worker
     RETURNING j.queue, j.state
 )
 SELECT count(*), coalesce(array_agg(DISTINCT queue) FILTER (WHERE state = 'available'), '{}'),
@@ -343,11 +358,13 @@ func (a *Adapter) notify(ctx context.Context, queues map[string]bool) {
 // statement's snapshot already shows it is not held. Should its lease run
 // out while the transaction stays open, a rescue waits for the lock too and
 // then finds the job completed (committed) or still claimed (rolled back).
+// The worker and the state ride along in l, as in finishSQL, so that stale
+// statistics cannot make tasq_jobs the outer side of the join.
 const extendSQL = `
-WITH l AS (SELECT * FROM unnest($1::uuid[], $2::bigint[]) AS l(id, token)),
+WITH l AS MATERIALIZED (SELECT *, $3::text AS worker, 'running'::text AS held_state FROM unnest($1::uuid[], $2::bigint[]) AS l(id, token)),
 held AS (
     SELECT j.id FROM tasq_jobs AS j, l
-    WHERE j.id = l.id AND j.claim_token = l.token AND j.state::text = 'running' AND j.attempted_by = $3
+    WHERE j.id = l.id AND j.claim_token = l.token AND j.state::text = l.held_state AND j.attempted_by = l.worker
     FOR UPDATE OF j SKIP LOCKED
 ), renewed AS (
     UPDATE tasq_jobs AS j SET lease_expires_at = now() + $4 * interval '1 millisecond'
@@ -355,7 +372,7 @@ held AS (
 )
 SELECT l.id, l.token FROM l WHERE NOT EXISTS (
     SELECT 1 FROM tasq_jobs AS j
-    WHERE j.id = l.id AND j.claim_token = l.token AND j.state::text = 'running' AND j.attempted_by = $3)`
+    WHERE j.id = l.id AND j.claim_token = l.token AND j.state::text = l.held_state AND j.attempted_by = l.worker)`
 
 // ExtendLeases implements queue.Source.
 func (a *Adapter) ExtendLeases(ctx context.Context, workerID string, leases []queue.Lease, d time.Duration) ([]queue.Lease, error) {

@@ -4,7 +4,12 @@
 //
 // It is its own Go module and is never imported by TasQ. Usage:
 //
-//	go run . --database-url postgres://... --mode burn-down|continuous|latency [flags]
+//	go run . --database-url postgres://... --mode burn-down|continuous|latency|after-burn-down [flags]
+//
+// Each run starts on emptied River tables (TRUNCATE) unless --keep-table is
+// given. after-burn-down runs a burn-down of -n jobs and then continuous on
+// the same table, with no TRUNCATE and no VACUUM between them; its RESULT
+// line is the continuous run's, with phase "after-burn-down".
 //
 // Progress goes to stderr; results go to stdout. With --json the last line on
 // stdout is `RESULT {...}`, one JSON object (see [result]).
@@ -39,6 +44,7 @@ type config struct {
 	rate        int           // latency: jobs dispatched per second
 	dispatchers int           // latency: goroutines issuing the inserts
 	json        bool          // print the RESULT line
+	keepTable   bool          // no TRUNCATE before the workload
 }
 
 // result is the machine-readable outcome of one run, printed as
@@ -53,6 +59,7 @@ type result struct {
 	P50Ms            *float64 `json:"p50_ms,omitempty"`
 	P95Ms            *float64 `json:"p95_ms,omitempty"`
 	P99Ms            *float64 `json:"p99_ms,omitempty"`
+	Phase            string   `json:"phase,omitempty"`
 }
 
 func main() {
@@ -86,7 +93,8 @@ func parseFlags(args []string) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("river-bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.databaseURL, "database-url", os.Getenv("TASQ_DATABASE_URL"), "PostgreSQL URL (default $TASQ_DATABASE_URL)")
-	fs.StringVar(&cfg.mode, "mode", "burn-down", "workload: burn-down, continuous or latency")
+	fs.StringVar(&cfg.mode, "mode", "burn-down", "workload: burn-down, continuous, latency or after-burn-down (burn-down, then continuous on the same table)")
+	fs.BoolVar(&cfg.keepTable, "keep-table", false, "do not TRUNCATE the River tables first: run on the table as the previous run left it")
 	fs.IntVar(&cfg.n, "n", 200_000, "burn-down: number of jobs to insert and work")
 	fs.DurationVar(&cfg.duration, "duration", 0, "continuous/latency: run length (default 20s / 10s)")
 	fs.IntVar(&cfg.rate, "rate", 500, "latency: jobs dispatched per second")
@@ -104,7 +112,10 @@ func parseFlags(args []string) (config, error) {
 		if cfg.n <= 0 {
 			return cfg, fmt.Errorf("-n must be positive, got %d", cfg.n)
 		}
-	case "continuous":
+	case "continuous", "after-burn-down":
+		if cfg.mode == "after-burn-down" && cfg.n <= 0 {
+			return cfg, fmt.Errorf("-n must be positive, got %d", cfg.n)
+		}
 		if cfg.duration == 0 {
 			cfg.duration = 20 * time.Second
 		}
@@ -122,7 +133,7 @@ func parseFlags(args []string) (config, error) {
 			return cfg, fmt.Errorf("--duration must be longer than the %s warm-up", latencyWarmup)
 		}
 	default:
-		return cfg, fmt.Errorf("unknown --mode %q (want burn-down, continuous or latency)", cfg.mode)
+		return cfg, fmt.Errorf("unknown --mode %q (want burn-down, continuous, latency or after-burn-down)", cfg.mode)
 	}
 	if cfg.duration < 0 {
 		return cfg, fmt.Errorf("--duration must be positive, got %s", cfg.duration)
@@ -130,8 +141,8 @@ func parseFlags(args []string) (config, error) {
 	return cfg, nil
 }
 
-// run connects, prepares River's schema, empties its job table and runs the
-// chosen workload.
+// run connects, prepares River's schema, empties its job table (unless
+// --keep-table) and runs the chosen workload.
 func run(ctx context.Context, cfg config) (result, error) {
 	pool, err := openPool(ctx, cfg.databaseURL)
 	if err != nil {
@@ -143,8 +154,10 @@ func run(ctx context.Context, cfg config) (result, error) {
 	if err := migrate(ctx, driver); err != nil {
 		return result{}, err
 	}
-	if err := resetTables(ctx, pool); err != nil {
-		return result{}, err
+	if !cfg.keepTable {
+		if err := resetTables(ctx, pool); err != nil {
+			return result{}, err
+		}
 	}
 
 	b := &bench{pool: pool, driver: driver, worker: &noopWorker{}}
@@ -156,11 +169,21 @@ func run(ctx context.Context, cfg config) (result, error) {
 		res, err = b.continuous(ctx, cfg.duration)
 	case "latency":
 		res, err = b.latency(ctx, cfg.duration, cfg.rate, cfg.dispatchers)
+	case "after-burn-down":
+		// The continuous run takes the table as the burn-down left it: no
+		// TRUNCATE, no VACUUM, autovacuum's own only.
+		if _, err = b.burnDown(ctx, cfg.n); err == nil {
+			res, err = b.continuous(ctx, cfg.duration)
+			res.Phase = "after-burn-down"
+		}
 	}
 	if err != nil {
 		return result{}, err
 	}
 	res.System, res.Mode = "river", cfg.mode
+	if cfg.mode == "after-burn-down" {
+		res.Mode = "continuous"
+	}
 	return res, nil
 }
 

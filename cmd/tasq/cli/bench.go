@@ -115,6 +115,9 @@ type benchFlags struct {
 	batch       int
 	json        bool
 	cpuProfile  string
+	// keepTable: no TRUNCATE and no VACUUM before, between or after the
+	// workloads; each runs on the table as the one before left it.
+	keepTable bool
 	// limits on the benchmark's queue, to measure what the controlled claim costs
 	limits queue.QueueLimits
 
@@ -148,6 +151,15 @@ func (a *app) benchCommand() *cobra.Command {
   continuous  keep a backlog for --duration while working; jobs/s completed
   latency     dispatch one job at a time at --rate jobs/s for --latency-duration;
               dispatch-to-start latency p50/p95/p99 (LISTEN/NOTIFY at work)
+  after-burn-down
+              burn-down of -n jobs, then continuous at once on the same table:
+              no TRUNCATE, no VACUUM between them (autovacuum's own only), so
+              continuous meets the -n finished rows and the dead row versions
+              the burn-down left, as a production table would
+
+Every workload starts on a truncated, vacuumed table unless --keep-table is
+given; with it, each one runs on the table as the one before (or the previous
+bench run) left it.
 
 Opt-in workloads (not part of all; they take about a minute each):
 
@@ -185,6 +197,7 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
 		Example: `  tasq bench                                  # all three workloads
   tasq bench --mode burn-down -n 200000
   tasq bench --mode continuous --duration 20s --json
+  tasq bench --mode after-burn-down -n 200000 --duration 20s
   tasq bench --mode used-table --finished 1000000
   tasq bench --mode notify --dispatchers 1,8,32 --notify-duration 5s
   tasq bench --mode soak --soak-jobs 1000000 --soak-keep 10s`,
@@ -196,7 +209,8 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.mode, "mode", "all", "workload: burn-down, continuous, latency, all (those three), used-table, notify or soak")
+	fl.StringVar(&f.mode, "mode", "all", "workload: burn-down, continuous, latency, all (those three), after-burn-down, used-table, notify or soak")
+	fl.BoolVar(&f.keepTable, "keep-table", false, "no TRUNCATE and no VACUUM of tasq_jobs before, between or after the workloads: each runs on the table as the previous one left it")
 	fl.IntVarP(&f.n, "jobs", "n", 100000, "burn-down: jobs to insert and work (used-table: default 200000)")
 	fl.DurationVar(&f.duration, "duration", 20*time.Second, "continuous: how long to run")
 	fl.DurationVar(&f.latencyFor, "latency-duration", 10*time.Second, "latency: how long to dispatch")
@@ -226,9 +240,9 @@ database of its own for clean numbers. bench runs on PostgreSQL only.`,
 
 func (f *benchFlags) validate() error {
 	switch f.mode {
-	case "all", "burn-down", "continuous", "latency", "used-table", "notify", "soak", "outbox":
+	case "all", "burn-down", "continuous", "latency", "after-burn-down", "used-table", "notify", "soak", "outbox":
 	default:
-		return fmt.Errorf("--mode %q: use burn-down, continuous, latency, all, used-table, notify, soak or outbox", f.mode)
+		return fmt.Errorf("--mode %q: use burn-down, continuous, latency, all, after-burn-down, used-table, notify, soak or outbox", f.mode)
 	}
 	switch {
 	case f.n <= 0:
@@ -329,19 +343,29 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 		defer pprof.StopCPUProfile()
 	}
 	modes := []string{f.mode}
-	if f.mode == "all" {
+	switch f.mode {
+	case "all":
 		modes = []string{"burn-down", "continuous", "latency"}
+	case "after-burn-down":
+		modes = []string{"burn-down", "after-burn-down"}
 	}
 	for _, m := range modes {
-		if err := b.reset(ctx); err != nil {
-			return err
+		// after-burn-down's continuous run takes the table as the burn-down
+		// left it: that is the point of it.
+		if !f.keepTable && m != "after-burn-down" {
+			if err := b.reset(ctx); err != nil {
+				return err
+			}
 		}
 		var res benchResult
 		switch m {
 		case "burn-down":
 			res, err = b.burnDown(ctx, "burn-down")
 		case "continuous":
-			res, err = b.continuous(ctx)
+			res, err = b.continuous(ctx, "continuous")
+		case "after-burn-down":
+			res, err = b.continuous(ctx, "continuous after burn-down")
+			res.Phase = "after-burn-down"
 		case "latency":
 			res, err = b.latency(ctx)
 		case "used-table":
@@ -360,6 +384,9 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 			b.print(res)
 		}
 	}
+	if f.keepTable {
+		return nil
+	}
 	return b.reset(ctx)
 }
 
@@ -373,7 +400,10 @@ type bench struct {
 }
 
 // reset removes the benchmark's jobs; when the table holds nothing else it
-// truncates it, so every workload starts on an empty table.
+// truncates it, so every workload starts on an empty table (unless
+// --keep-table, and never after-burn-down's continuous run). The VACUUM
+// ANALYZE after it leaves the statistics of the table as they were: ANALYZE
+// of an empty table keeps the old ones.
 func (b *bench) reset(ctx context.Context) error {
 	pool := b.ad.Pool()
 	var others int64
@@ -518,7 +548,7 @@ func (b *bench) burnDown(ctx context.Context, label string) (benchResult, error)
 
 // continuous keeps a backlog of about 20,000 jobs for the duration while a
 // worker drains it, and reports the completion rate over the window.
-func (b *bench) continuous(ctx context.Context) (benchResult, error) {
+func (b *bench) continuous(ctx context.Context, label string) (benchResult, error) {
 	const backlog = 20000
 	w, err := b.newWorker(0)
 	if err != nil {
@@ -533,7 +563,7 @@ func (b *bench) continuous(ctx context.Context) (benchResult, error) {
 	runErr := make(chan error, 1)
 	go func() { runErr <- w.Run(wctx) }()
 	stop := make(chan struct{})
-	go b.progress("continuous", w, 0, stop)
+	go b.progress(label, w, 0, stop)
 	start := time.Now()
 	deadline := start.Add(b.f.duration)
 	var insertTime time.Duration
@@ -637,7 +667,11 @@ func (b *bench) print(r benchResult) {
 		fmt.Fprintf(b.out, "tasq burn-down:  %d jobs in %.2fs = %.0f jobs/s worked; inserted at %.0f jobs/s (DispatchMany, batches of %d)\n",
 			r.Jobs, r.Seconds, r.JobsPerSec, r.InsertPerSec, b.f.batch)
 	case "continuous":
-		fmt.Fprintf(b.out, "tasq continuous: %d jobs in %.2fs = %.0f jobs/s worked while inserting\n", r.Jobs, r.Seconds, r.JobsPerSec)
+		on := ""
+		if r.Phase == "after-burn-down" {
+			on = " (after the burn-down, same table, no vacuum)"
+		}
+		fmt.Fprintf(b.out, "tasq continuous: %d jobs in %.2fs = %.0f jobs/s worked while inserting%s\n", r.Jobs, r.Seconds, r.JobsPerSec, on)
 	case "latency":
 		fmt.Fprintf(b.out, "tasq latency:    %d jobs at %d/s: dispatch-to-start p50 %.2f ms, p95 %.2f ms, p99 %.2f ms\n",
 			r.Jobs, r.RatePerSecond, r.P50ms, r.P95ms, r.P99ms)
