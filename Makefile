@@ -8,7 +8,7 @@ GO   ?= go
 PKGS ?= ./...
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test fmt-check vet lint bench bench-compare demo build chaos
+.PHONY: help deps test fmt-check vet lint bench bench-compare bench-compare-redis demo build chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -43,3 +43,6 @@ build: ## build bin/tasq
 
 bench-compare: ## TasQ vs River on the same fresh PostgreSQL, with ratios
 	$(GO) run ./bench/compare
+
+bench-compare-redis: ## TasQ on Redis vs asynq on the same fresh Redis, 3 runs each, with ratios (MySQL too with TASQ_MYSQL_URL)
+	$(GO) run ./bench/compareredis

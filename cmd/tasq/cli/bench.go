@@ -193,7 +193,10 @@ It prints progress every 2 s and a result line per workload (--json adds a
 machine-readable RESULT line). Without --database-url or TASQ_DATABASE_URL it
 starts a throwaway PostgreSQL with the default configuration. On a database of
 yours it uses the queue tasq_bench and deletes only its own jobs; run it on a
-database of its own for clean numbers. bench runs on PostgreSQL only.`,
+database of its own for clean numbers. burn-down, continuous, latency and
+all also run on Redis and MySQL (a redis:// or mysql:// URL; the jobs live
+under a key prefix, or in a queue, of their own); the other workloads are
+PostgreSQL only.`,
 		Example: `  tasq bench                                  # all three workloads
   tasq bench --mode burn-down -n 200000
   tasq bench --mode continuous --duration 20s --json
@@ -288,6 +291,9 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 	ctx, stop := withSignals(cmd.Context(), nil)
 	defer stop()
 	out, errw := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	if be, berr := a.backend(); berr == nil && benchOnBackend(be.driver, f.mode) {
+		return a.runBenchBackend(ctx, cmd, f, be) // Redis, MySQL: bench_backend.go
+	}
 
 	url, err := a.requirePostgres("bench", "it measures the native adapter's COPY inserts and LISTEN/NOTIFY pick-up")
 	if errors.Is(err, ErrNoDatabaseURL) {
