@@ -336,7 +336,8 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 		fmt.Fprintf(errw, "queue %s limited: %s\n", benchQueue, describeLimits(f.limits))
 	}
 	con := newConsole(out, errw)
-	b := &bench{f: f, ad: ad, client: client, out: con.Out(), errw: con.Err(), con: con}
+	b := &bench{f: f, ad: ad, src: ad, client: client, out: con.Out(), errw: con.Err(), con: con}
+	b.markCompleted = b.pgCompletedFromNow
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)
 		if err != nil {
@@ -397,12 +398,17 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 }
 
 type bench struct {
-	f         *benchFlags
-	ad        *postgres.Adapter
-	client    *queue.Client
-	out, errw io.Writer
-	con       *console
-	lastStats *tableStats // used-table's previous snapshot
+	f  *benchFlags
+	ad *postgres.Adapter // nil on another backend (bench_backend.go)
+	// src is the backend the workers claim from: ad, or the Redis or MySQL
+	// adapter; markCompleted returns a counter of the benchmark's jobs
+	// completed from now on.
+	src           queue.Adapter
+	markCompleted func(ctx context.Context) (count func(context.Context) (int64, error), err error)
+	client        *queue.Client
+	out, errw     io.Writer
+	con           *console
+	lastStats     *tableStats // used-table's previous snapshot
 }
 
 // reset removes the benchmark's jobs; when the table holds nothing else it
@@ -437,11 +443,28 @@ func (b *bench) newWorker(maxTasks int) (*worker.Worker, error) {
 		Logger: slog.New(slog.NewTextHandler(b.errw, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	b.f.metrics.configure(&cfg)
-	w, err := worker.New(b.ad, reg, cfg)
+	w, err := worker.New(b.src, reg, cfg)
 	if err == nil {
 		b.f.metrics.watch(w)
 	}
 	return w, err
+}
+
+// pgCompletedFromNow is markCompleted on PostgreSQL: it counts the
+// benchmark queue's jobs finished since now, by the database's clock
+// (finished_at is set by it), so that rows kept from earlier workloads
+// (--keep-table) do not count.
+func (b *bench) pgCompletedFromNow(ctx context.Context) (func(context.Context) (int64, error), error) {
+	var since time.Time
+	if err := b.ad.Pool().QueryRow(ctx, `SELECT now()`).Scan(&since); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) (int64, error) {
+		var n int64
+		err := b.ad.Pool().QueryRow(ctx, `SELECT count(*) FROM tasq_jobs WHERE queue = $1 AND state = 'completed' AND finished_at >= $2`,
+			benchQueue, since).Scan(&n)
+		return n, err
+	}, nil
 }
 
 // insert dispatches n no-op jobs in batches and returns the rate.
@@ -517,8 +540,8 @@ func (b *bench) progress(mode string, w *worker.Worker, total int64, stop <-chan
 // run on a table that holds other finished jobs (used-table).
 func (b *bench) burnDown(ctx context.Context, label string) (benchResult, error) {
 	n := b.f.n
-	var since time.Time // the database's clock: finished_at is set by it
-	if err := b.ad.Pool().QueryRow(ctx, `SELECT now()`).Scan(&since); err != nil {
+	countCompleted, err := b.markCompleted(ctx)
+	if err != nil {
 		return benchResult{}, err
 	}
 	fmt.Fprintf(b.errw, "[tasq] %s: inserting %d jobs in batches of %d\n", label, n, b.f.batch)
@@ -540,9 +563,8 @@ func (b *bench) burnDown(ctx context.Context, label string) (benchResult, error)
 	if err != nil {
 		return benchResult{}, err
 	}
-	var completed int64
-	if err := b.ad.Pool().QueryRow(ctx, `SELECT count(*) FROM tasq_jobs WHERE queue = $1 AND state = 'completed' AND finished_at >= $2`,
-		benchQueue, since).Scan(&completed); err != nil {
+	completed, err := countCompleted(ctx)
+	if err != nil {
 		return benchResult{}, err
 	}
 	if completed != int64(n) {
@@ -654,6 +676,9 @@ func (b *bench) latency(ctx context.Context) (benchResult, error) {
 	}
 	if ctx.Err() != nil {
 		return benchResult{}, ctx.Err()
+	}
+	if seen := rec.seen.Load(); seen < sent {
+		return benchResult{}, fmt.Errorf("%d of %d jobs dispatched started within 10 s of the last dispatch", seen, sent)
 	}
 	rec.mu.Lock()
 	samples := slices.Clone(rec.samples)
