@@ -70,9 +70,8 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 		defer cancelT()
 	}
 	var txc *queue.TxCompletion // set when the backend can complete jobs in a transaction
-	tc, canTx := w.src.(queue.TxCompleter)
-	if canTx {
-		txc = x.EnableTxCompletion(tc, w.cfg.ID, j)
+	if w.txc != nil {
+		txc = x.EnableTxCompletion(w.txc, w.cfg.ID, j)
 	}
 	if !w.execs.started(c.x, cancel, deadline) {
 		return o, false // lost before it started: another execution has it
@@ -87,7 +86,7 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 	if txc != nil && txc.Used() {
 		// Handle completed its job in a transaction of its own (CompleteTx):
 		// the outcome is written if, and only if, that transaction committed.
-		if txDone = w.txSettled(jobCtx, tc, j, err, log); txDone {
+		if txDone = w.txSettled(jobCtx, w.txc, j, err, log); txDone {
 			return queue.Completed(j, nil), false
 		}
 		if err == nil {
@@ -143,7 +142,7 @@ func (w *Worker) failEarly(jobCtx context.Context, j *queue.Job, x *queue.Execut
 		w.runFailed(jobCtx, jobCtx, x, err, log)
 		return o
 	}
-	md := queue.Metadata{ID: j.ID, Attempt: j.Attempt - 1, DispatchedAt: j.DispatchedAt, Kind: j.Kind, Queue: j.Queue, MaxRetries: j.MaxRetries}
+	md := metadataOf(j)
 	if x != nil {
 		md = x.Meta
 	}

@@ -170,6 +170,11 @@ type claimed struct {
 	err error // why the job cannot run (unreadable row, unknown kind, undecodable payload)
 }
 
+// metadataOf is the metadata a task sees of the attempt of j.
+func metadataOf(j *queue.Job) queue.Metadata {
+	return queue.Metadata{ID: j.ID, Attempt: j.Attempt - 1, DispatchedAt: j.DispatchedAt, Kind: j.Kind, Queue: j.Queue, MaxRetries: j.MaxRetries}
+}
+
 // start hands a claimed job, in its reserved slot, to an executor. The
 // payload is decoded here, on the fetch loop's goroutine, whose stack has
 // grown to fit the decoder once: decoding on many executors' small stacks
@@ -192,8 +197,7 @@ func (w *Worker) start(j *queue.Job, blocking bool) {
 	if j.Invalid != nil {
 		c.err = j.Invalid
 	} else {
-		meta := queue.Metadata{ID: j.ID, Attempt: j.Attempt - 1, DispatchedAt: j.DispatchedAt, Kind: j.Kind, Queue: j.Queue, MaxRetries: j.MaxRetries}
-		c.run, c.err = w.prepare(j, meta)
+		c.run, c.err = w.prepare(j, metadataOf(j))
 	}
 	w.ready <- c
 	// Start an executor when more jobs wait than executors are idle; the pool

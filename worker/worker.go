@@ -32,6 +32,7 @@ import (
 // Worker claims and runs jobs. Create one with New and start it with Run.
 type Worker struct {
 	src queue.Source
+	txc queue.TxCompleter // src, when it can complete jobs in a handler's transaction (CompleteTx)
 	reg *queue.Registry
 	cfg Config
 	log *slog.Logger
@@ -101,6 +102,12 @@ type Stats struct {
 	Promoted int64
 }
 
+// asTxCompleter returns src as a queue.TxCompleter, or nil.
+func asTxCompleter(src queue.Source) queue.TxCompleter {
+	tc, _ := src.(queue.TxCompleter)
+	return tc
+}
+
 // New returns a worker that claims jobs from src and runs them with the task
 // types in reg. src is usually an adapter such as adapters/postgres.
 func New(src queue.Source, reg *queue.Registry, cfg Config) (*Worker, error) {
@@ -116,6 +123,7 @@ func New(src queue.Source, reg *queue.Registry, cfg Config) (*Worker, error) {
 	}
 	w := &Worker{
 		src: src, reg: reg, cfg: cfg,
+		txc:       asTxCompleter(src),
 		log:       cfg.Logger.With("worker", cfg.ID),
 		execs:     newExecutions(cfg.Concurrency),
 		slotFreed: make(chan struct{}, 1),
