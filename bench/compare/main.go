@@ -12,36 +12,23 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tasqhq/tasq/internal/localpg"
+
+	"github.com/tasqhq/tasq/bench/internal/peerrun"
 )
 
 // result is a RESULT line of either benchmark.
-type result struct {
-	System       string  `json:"system"`
-	Mode         string  `json:"mode"`
-	Jobs         int64   `json:"jobs"`
-	JobsPerSec   float64 `json:"jobs_per_sec"`
-	InsertPerSec float64 `json:"insert_jobs_per_sec"`
-	P50          float64 `json:"p50_ms"`
-	P95          float64 `json:"p95_ms"`
-	P99          float64 `json:"p99_ms"`
-	Phase        string  `json:"phase"`
-}
+type result = peerrun.Result
 
 func main() {
 	n := flag.Int("n", 200000, "burn-down job count")
@@ -59,7 +46,7 @@ func main() {
 }
 
 func run(ctx context.Context, n int, dur, latFor time.Duration, rate, runs int) (err error) {
-	root, err := repoRoot()
+	root, err := peerrun.RepoRoot("river")
 	if err != nil {
 		return err
 	}
@@ -80,10 +67,10 @@ func run(ctx context.Context, n int, dur, latFor time.Duration, rate, runs int) 
 	riverBin := tasqBin + "-river"
 	defer os.Remove(tasqBin)
 	defer os.Remove(riverBin)
-	if err := command(ctx, root, "go", "build", "-o", tasqBin, "./cmd/tasq").Run(); err != nil {
+	if err := peerrun.Command(ctx, root, nil, "go", "build", "-o", tasqBin, "./cmd/tasq").Run(); err != nil {
 		return fmt.Errorf("build tasq: %w", err)
 	}
-	if err := command(ctx, filepath.Join(root, "bench/peers/river"), "go", "build", "-o", riverBin, ".").Run(); err != nil {
+	if err := peerrun.Command(ctx, filepath.Join(root, "bench/peers/river"), nil, "go", "build", "-o", riverBin, ".").Run(); err != nil {
 		return fmt.Errorf("build the River peer: %w", err)
 	}
 	// The URL carries the throwaway server's password: it reaches the
@@ -92,7 +79,7 @@ func run(ctx context.Context, n int, dur, latFor time.Duration, rate, runs int) 
 	if err := os.Setenv("TASQ_DATABASE_URL", url); err != nil {
 		return err
 	}
-	if err := command(ctx, root, tasqBin, "migrate", "up").Run(); err != nil {
+	if err := peerrun.Command(ctx, root, nil, tasqBin, "migrate", "up").Run(); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	type mode struct {
@@ -120,7 +107,7 @@ func run(ctx context.Context, n int, dur, latFor time.Duration, rate, runs int) 
 					bin, args = riverBin, append([]string{"--mode", m.name, "--json"}, m.peer...)
 				}
 				fmt.Fprintf(os.Stderr, "\n== %s %s\n", sys, m.name)
-				r, err := runOne(ctx, root, bin, args)
+				r, err := peerrun.RunOne(ctx, root, nil, bin, args)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", sys, m.name, err)
 				}
@@ -143,30 +130,6 @@ func better(a, b result) bool {
 		return a.P50 < b.P50
 	}
 	return a.JobsPerSec > b.JobsPerSec
-}
-
-func runOne(ctx context.Context, dir, bin string, args []string) (result, error) {
-	var out bytes.Buffer
-	cmd := command(ctx, dir, bin, args...)
-	cmd.Stdout = &out
-	if err := cmd.Run(); err != nil {
-		return result{}, err
-	}
-	var r result
-	sc := bufio.NewScanner(&out)
-	for sc.Scan() {
-		line := sc.Text()
-		fmt.Println(line)
-		if js, ok := strings.CutPrefix(line, "RESULT "); ok {
-			if err := json.Unmarshal([]byte(js), &r); err != nil {
-				return r, fmt.Errorf("parse %q: %w", js, err)
-			}
-		}
-	}
-	if r.Mode == "" {
-		return r, errors.New("no RESULT line")
-	}
-	return r, nil
 }
 
 func printTable(best map[string]map[string]result, all map[string]map[string][]result, rate int) {
@@ -208,30 +171,4 @@ func printTable(best map[string]map[string]result, all map[string]map[string][]r
 	}
 	fmt.Printf("\ncontinuous after a burn-down / on a fresh table: TasQ %s, River %s\n",
 		ratio(t["after-burn-down"].JobsPerSec, t["continuous"].JobsPerSec), ratio(r["after-burn-down"].JobsPerSec, r["continuous"].JobsPerSec))
-}
-
-func command(ctx context.Context, dir, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	cmd.Stdout = os.Stderr
-	cmd.Stderr = os.Stderr
-	return cmd
-}
-
-// repoRoot finds the directory holding go.mod and bench/peers/river.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "bench", "peers", "river", "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the TasQ repository (bench/peers/river not found)")
-		}
-		dir = parent
-	}
 }

@@ -15,10 +15,7 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,19 +34,12 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/tasqhq/tasq/internal/freeport"
+
+	"github.com/tasqhq/tasq/bench/internal/peerrun"
 )
 
 // result is a RESULT line of either benchmark.
-type result struct {
-	System       string  `json:"system"`
-	Mode         string  `json:"mode"`
-	Jobs         int64   `json:"jobs"`
-	JobsPerSec   float64 `json:"jobs_per_sec"`
-	InsertPerSec float64 `json:"insert_jobs_per_sec"`
-	P50          float64 `json:"p50_ms"`
-	P95          float64 `json:"p95_ms"`
-	P99          float64 `json:"p99_ms"`
-}
+type result = peerrun.Result
 
 // options are the command-line flags.
 type options struct {
@@ -85,7 +75,7 @@ func main() {
 }
 
 func run(ctx context.Context, o options) (err error) {
-	root, err := repoRoot()
+	root, err := peerrun.RepoRoot("asynq")
 	if err != nil {
 		return err
 	}
@@ -115,10 +105,10 @@ func run(ctx context.Context, o options) (err error) {
 	peerBin := tasqBin + "-asynq"
 	defer os.Remove(tasqBin)
 	defer os.Remove(peerBin)
-	if err := command(ctx, root, nil, "go", "build", "-o", tasqBin, "./cmd/tasq").Run(); err != nil {
+	if err := peerrun.Command(ctx, root, nil, "go", "build", "-o", tasqBin, "./cmd/tasq").Run(); err != nil {
 		return fmt.Errorf("build tasq: %w", err)
 	}
-	if err := command(ctx, filepath.Join(root, "bench/peers/asynq"), nil, "go", "build", "-o", peerBin, ".").Run(); err != nil {
+	if err := peerrun.Command(ctx, filepath.Join(root, "bench/peers/asynq"), nil, "go", "build", "-o", peerBin, ".").Run(); err != nil {
 		return fmt.Errorf("build the asynq peer: %w", err)
 	}
 	// URLs reach the children through their environment, never their
@@ -152,7 +142,7 @@ func run(ctx context.Context, o options) (err error) {
 					bin, args = peerBin, append(append([]string{"--mode", m.name, "--json"}, peerExtra...), m.peer...)
 				}
 				fmt.Fprintf(os.Stderr, "\n== %s %s, run %d of %d\n", sys, m.name, i+1, o.runs)
-				r, err := runOne(ctx, root, redisEnv, bin, args)
+				r, err := peerrun.RunOne(ctx, root, redisEnv, bin, args)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", sys, m.name, err)
 				}
@@ -165,7 +155,7 @@ func run(ctx context.Context, o options) (err error) {
 		for _, m := range modes {
 			for i := range o.runs {
 				fmt.Fprintf(os.Stderr, "\n== tasq on mysql %s, run %d of %d\n", m.name, i+1, o.runs)
-				r, err := runOne(ctx, root, env, tasqBin, append([]string{"bench", "--mode", m.name, "--json", "--concurrency", conc}, m.tasq...))
+				r, err := peerrun.RunOne(ctx, root, env, tasqBin, append([]string{"bench", "--mode", m.name, "--json", "--concurrency", conc}, m.tasq...))
 				if err != nil {
 					return fmt.Errorf("tasq on mysql %s: %w", m.name, err)
 				}
@@ -197,30 +187,6 @@ func withoutKeyPrefix(raw string) (string, error) {
 	q.Del("key_prefix")
 	u.RawQuery = q.Encode()
 	return u.String(), nil
-}
-
-func runOne(ctx context.Context, dir string, env []string, bin string, args []string) (result, error) {
-	var out bytes.Buffer
-	cmd := command(ctx, dir, env, bin, args...)
-	cmd.Stdout = &out
-	if err := cmd.Run(); err != nil {
-		return result{}, err
-	}
-	var r result
-	sc := bufio.NewScanner(&out)
-	for sc.Scan() {
-		line := sc.Text()
-		fmt.Println(line)
-		if js, ok := strings.CutPrefix(line, "RESULT "); ok {
-			if err := json.Unmarshal([]byte(js), &r); err != nil {
-				return r, fmt.Errorf("parse %q: %w", js, err)
-			}
-		}
-	}
-	if r.Mode == "" {
-		return r, errors.New("no RESULT line")
-	}
-	return r, nil
 }
 
 // stat is the median and the range of a measurement over the runs.
@@ -291,35 +257,6 @@ func printTable(all map[string]map[string][]result, o options) {
 			line += fmt.Sprintf(" %s |", summarize(all["tasq-mysql"][row.mode], row.f))
 		}
 		fmt.Println(line)
-	}
-}
-
-func command(ctx context.Context, dir string, env []string, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	cmd.Stdout = os.Stderr
-	cmd.Stderr = os.Stderr
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
-	}
-	return cmd
-}
-
-// repoRoot finds the directory holding go.mod and bench/peers/asynq.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "bench", "peers", "asynq", "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the TasQ repository (bench/peers/asynq not found)")
-		}
-		dir = parent
 	}
 }
 

@@ -338,17 +338,11 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 	con := newConsole(out, errw)
 	b := &bench{f: f, ad: ad, src: ad, client: client, out: con.Out(), errw: con.Err(), con: con}
 	b.markCompleted = b.pgCompletedFromNow
-	if f.cpuProfile != "" {
-		pf, err := os.Create(f.cpuProfile)
-		if err != nil {
-			return fmt.Errorf("--cpuprofile: %w", err)
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return fmt.Errorf("--cpuprofile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(f.cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	modes := []string{f.mode}
 	switch f.mode {
 	case "all":
@@ -409,6 +403,23 @@ type bench struct {
 	out, errw     io.Writer
 	con           *console
 	lastStats     *tableStats // used-table's previous snapshot
+}
+
+// startCPUProfile starts the --cpuprofile Go CPU profile into path (none
+// when path is empty) and returns what stops it.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	pf, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(pf); err != nil {
+		pf.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); pf.Close() }, nil
 }
 
 // reset removes the benchmark's jobs; when the table holds nothing else it

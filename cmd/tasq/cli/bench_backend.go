@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
-	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -100,17 +98,11 @@ func (a *app) runBenchBackend(ctx context.Context, cmd *cobra.Command, f *benchF
 	bb.bench = &bench{f: f, src: bb.ad, client: client, out: con.Out(), errw: con.Err(), con: con}
 	// Each workload starts after resetJobs: every completed job is its own.
 	bb.markCompleted = func(context.Context) (func(context.Context) (int64, error), error) { return bb.completedJobs, nil }
-	if f.cpuProfile != "" {
-		pf, err := os.Create(f.cpuProfile)
-		if err != nil {
-			return fmt.Errorf("--cpuprofile: %w", err)
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return fmt.Errorf("--cpuprofile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(f.cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	modes := []string{f.mode}
 	if f.mode == "all" {
 		modes = []string{"burn-down", "continuous", "latency"}
