@@ -67,6 +67,16 @@ func (t *orderTask) Handle(ctx context.Context) (struct{}, error) {
 			return struct{}{}, err
 		}
 		return struct{}{}, errors.New("a mistake after the commit")
+	case "cancelled":
+		// An operator cancels the job while its transaction is open: the
+		// completion's guard fails, and the charge is rolled back.
+		if err := t.client.Cancel(context.WithoutCancel(ctx), t.ID()); err != nil {
+			return struct{}{}, err
+		}
+		if err := queue.CompleteTx(context.WithoutCancel(ctx), tx); err != nil {
+			return struct{}{}, err // ErrClaimLost
+		}
+		return struct{}{}, queue.Permanent(errors.New("CompleteTx succeeded on a cancelled job"))
 	case "twice":
 		if err := queue.CompleteTxWithResult(ctx, tx, "first"); err != nil {
 			return struct{}{}, err
@@ -205,5 +215,31 @@ func TestCompleteTxOncePerAttempt(t *testing.T) {
 	defer tx.Rollback(e.ctx)
 	if err := queue.CompleteTx(e.ctx, tx); !errors.Is(err, queue.ErrNoTxCompletion) {
 		t.Errorf("CompleteTx outside Handle: %v, want ErrNoTxCompletion", err)
+	}
+}
+
+// An operator's cancel while the handler's transaction is open: CompleteTx
+// says ErrClaimLost, the charge rolls back, the job stays cancelled, and the
+// worker writes nothing (it counts the execution stale, not completed).
+func TestCompleteTxAfterAnOperatorCancel(t *testing.T) {
+	t.Parallel()
+	e, w := newOrderEnv(t)
+	id, err := e.client.Dispatch(e.ctx, &orderTask{Mode: "cancelled"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the worker to settle the attempt", func() bool {
+		s := w.Stats()
+		return s.Stale+s.Completed+s.Failed+s.Retried >= 1 && s.Running == 0 && s.Pending == 0
+	})
+	s := w.Stats()
+	if s.Completed != 0 || s.Failed != 0 || s.Retried != 0 || s.Stale != 1 {
+		t.Errorf("stats %+v: want one stale execution and nothing else", s)
+	}
+	if j := e.job(id); j.State != queue.StateCancelled {
+		t.Errorf("job is %s, want cancelled", j.State)
+	}
+	if n := e.charges(id); n != 0 {
+		t.Errorf("charges = %d, want 0 (rolled back)", n)
 	}
 }

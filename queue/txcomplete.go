@@ -42,10 +42,12 @@ type TxCompleter interface {
 	// TxInserter.InsertTx). The job stays locked until tx ends.
 	CompleteTx(ctx context.Context, tx any, workerID string, lease Lease, result json.RawMessage) error
 	// Settled reports whether the job of lease is no longer running under
-	// lease.Token: a transaction that called CompleteTx committed (or,
-	// rarely, the claim was lost meanwhile). The worker asks it once Handle
-	// returns, since only the database knows how the transaction ended.
-	Settled(ctx context.Context, workerID string, lease Lease) (bool, error)
+	// lease.Token, and whether it completed under it: a transaction that
+	// called CompleteTx committed (settled and completed), or the claim was
+	// lost meanwhile (settled only: rescued, cancelled, retried or deleted).
+	// The worker asks it once Handle returns, since only the database knows
+	// how the transaction ended.
+	Settled(ctx context.Context, workerID string, lease Lease) (settled, completed bool, err error)
 }
 
 // TxCompletion is the transactional completion of one attempt on a

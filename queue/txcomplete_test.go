@@ -27,8 +27,8 @@ func (f *fakeTxCompleter) CompleteTx(_ context.Context, tx any, workerID string,
 	return f.failing
 }
 
-func (f *fakeTxCompleter) Settled(context.Context, string, queue.Lease) (bool, error) {
-	return false, nil
+func (f *fakeTxCompleter) Settled(context.Context, string, queue.Lease) (bool, bool, error) {
+	return false, false, nil
 }
 
 // CompleteTx hands the worker's lease, the transaction and the encoded

@@ -86,7 +86,8 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 	if txc != nil && txc.Used() {
 		// Handle completed its job in a transaction of its own (CompleteTx):
 		// the outcome is written if, and only if, that transaction committed.
-		if txDone = w.txSettled(jobCtx, w.txc, j, err, log); txDone {
+		if settled, completed := w.txSettled(jobCtx, w.txc, j, err, log); settled {
+			txDone = completed // otherwise the claim was lost: dropped
 			return queue.Completed(j, nil), false
 		}
 		if err == nil {
@@ -169,25 +170,31 @@ func (w *Worker) failEarly(jobCtx context.Context, j *queue.Job, x *queue.Execut
 // database is unreachable), it says no: the attempt's outcome is then
 // written through the completion guard, which refuses it if the
 // transaction did commit, and applies it if it did not.
-func (w *Worker) txSettled(jobCtx context.Context, tc queue.TxCompleter, j *queue.Job, handleErr error, log jobLogger) bool {
+func (w *Worker) txSettled(jobCtx context.Context, tc queue.TxCompleter, j *queue.Job, handleErr error, log jobLogger) (settled, completed bool) {
 	ctx, cancel := context.WithTimeout(jobCtx, finishTimeout)
 	defer cancel()
-	settled, err := tc.Settled(ctx, w.cfg.ID, j.Lease())
+	settled, completed, err := tc.Settled(ctx, w.cfg.ID, j.Lease())
 	switch {
 	case err != nil:
 		log.Warn("cannot tell whether the job's transaction (CompleteTx) committed; writing the attempt's outcome, which applies only if it did not", "err", errText(err))
-		return false
+		return false, false
 	case !settled && handleErr == nil:
 		log.Warn("Handle called CompleteTx and returned nil, but its transaction did not commit; the attempt counts as failed")
-		return false
+		return false, false
 	case !settled:
-		return false
+		return false, false
+	case !completed:
+		// The claim was lost meanwhile (rescued, cancelled, retried,
+		// deleted): the transaction could not have committed a completion.
+		log.Warn("job's claim was lost while it ran; nothing to write", "handle_err", errText(handleErr))
+		w.stats.stale.Add(1)
+		return true, false
 	}
 	if handleErr != nil {
 		log.Warn("Handle returned an error after its transaction completed the job; the job stays completed", "err", errText(handleErr))
 	}
 	w.stats.completed.Add(1)
-	return true
+	return true, true
 }
 
 // run runs the attempt through the worker's attempt middleware, if any; a

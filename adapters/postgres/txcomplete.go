@@ -76,24 +76,26 @@ func (a *Adapter) CompleteTx(ctx context.Context, tx any, workerID string, lease
 const settledSQL = `SELECT state::text, claim_token, coalesce(attempted_by, '') FROM tasq_jobs WHERE id = $1`
 
 // Settled implements queue.TxCompleter: it reports whether the job of lease
-// is no longer running under it, claimed by workerID. A job completed under
-// the lease is announced to waiting clients (queue.JobAwaiter), as Finish
-// does for the outcomes it writes.
-func (a *Adapter) Settled(ctx context.Context, workerID string, lease queue.Lease) (bool, error) {
+// is no longer running under it, claimed by workerID, and whether it
+// completed under it. A job completed under the lease is announced to
+// waiting clients (queue.JobAwaiter), as Finish does for the outcomes it
+// writes.
+func (a *Adapter) Settled(ctx context.Context, workerID string, lease queue.Lease) (settled, completed bool, err error) {
 	var state, by string
 	var token int64
-	err := a.pool.QueryRow(ctx, a.sql.q(settledSQL), pgUUID(lease.ID)).Scan(&state, &token, &by)
+	err = a.pool.QueryRow(ctx, a.sql.q(settledSQL), pgUUID(lease.ID)).Scan(&state, &token, &by)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return true, nil // deleted by an operator
+		return true, false, nil // deleted by an operator
 	}
 	if err != nil {
-		return false, wrapErr("read job state", err)
+		return false, false, wrapErr("read job state", err)
 	}
 	if state == string(queue.StateRunning) && token == lease.Token && by == workerID {
-		return false, nil
+		return false, false, nil
 	}
-	if state == string(queue.StateCompleted) && token == lease.Token {
+	completed = state == string(queue.StateCompleted) && token == lease.Token && by == workerID
+	if completed {
 		a.finished([]queue.Outcome{{ID: lease.ID, Token: lease.Token, State: queue.StateCompleted}})
 	}
-	return true, nil
+	return true, completed, nil
 }

@@ -85,15 +85,15 @@ func TestCompleteTxCommitsWithTheEffectOrNotAtAll(t *testing.T) {
 			t.Fatal(err)
 		}
 		state, effects := e.state(t)
-		settled, err := e.a.Settled(ctx, "w", e.job.Lease())
+		settled, completed, err := e.a.Settled(ctx, "w", e.job.Lease())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if commit && (state != "completed" || effects != 1 || !settled) {
-			t.Errorf("committed: state %s, effects %d, settled %v; want completed, 1, true", state, effects, settled)
+		if commit && (state != "completed" || effects != 1 || !settled || !completed) {
+			t.Errorf("committed: state %s, effects %d, settled %v, completed %v; want completed, 1, true, true", state, effects, settled, completed)
 		}
-		if !commit && (state != "running" || effects != 0 || settled) {
-			t.Errorf("rolled back: state %s, effects %d, settled %v; want running, 0, false", state, effects, settled)
+		if !commit && (state != "running" || effects != 0 || settled || completed) {
+			t.Errorf("rolled back: state %s, effects %d, settled %v, completed %v; want running, 0, false, false", state, effects, settled, completed)
 		}
 		if commit {
 			var result string

@@ -27,7 +27,8 @@
 // migrate, worker, jobs and stats work on every backend, as far as the
 // backend allows: Redis and SQS need no migrations, and SQS cannot look up,
 // list or change single jobs (those commands then fail with an
-// UnsupportedError). demo and bench run on PostgreSQL only.
+// UnsupportedError). demo, outbox and most of bench run on PostgreSQL only
+// (bench's burn-down, continuous and latency also run on Redis and MySQL).
 package cli
 
 import (
@@ -99,7 +100,8 @@ the URL's scheme selects it:
 --driver (or ` + EnvDriver + `) overrides the choice. migrate, worker, jobs and stats
 work on every backend as far as it allows: Redis and SQS need no migrations,
 and SQS cannot look up, list or change single jobs (use stats there). demo and
-bench run on PostgreSQL only. On PostgreSQL and MySQL job state is plain SQL
+outbox run on PostgreSQL only; bench runs burn-down, continuous and latency on
+Redis and MySQL too, and everything else on PostgreSQL. On PostgreSQL and MySQL job state is plain SQL
 too: SELECT state, count(*) FROM tasq_jobs GROUP BY 1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
