@@ -4,7 +4,11 @@
 //
 // It is its own Go module and is never imported by TasQ. Usage:
 //
-//	go run . --database-url postgres://... --mode burn-down|continuous|latency|after-burn-down [flags]
+//	go run . --database-url postgres://... --mode burn-down|continuous|latency|after-burn-down|scale-out [flags]
+//
+// scale-out runs a burn-down of -n jobs for each count in --processes
+// (default 1,2,4), worked by that many River processes, one client each
+// (the binary restarts itself with --child); see scaleout.go.
 //
 // Each run starts on emptied River tables (TRUNCATE) unless --keep-table is
 // given. after-burn-down runs a burn-down of -n jobs and then continuous on
@@ -45,6 +49,8 @@ type config struct {
 	dispatchers int           // latency: goroutines issuing the inserts
 	json        bool          // print the RESULT line
 	keepTable   bool          // no TRUNCATE before the workload
+	processes   []int         // scale-out: River processes per burn-down
+	child       bool          // scale-out: run as a worker child (scaleout.go)
 }
 
 // result is the machine-readable outcome of one run, printed as
@@ -60,6 +66,11 @@ type result struct {
 	P95Ms            *float64 `json:"p95_ms,omitempty"`
 	P99Ms            *float64 `json:"p99_ms,omitempty"`
 	Phase            string   `json:"phase,omitempty"`
+	// scale-out: processes, and CPU seconds of the River processes and of
+	// PostgreSQL's during the work
+	Processes   int      `json:"processes,omitempty"`
+	WorkerCPU   *float64 `json:"worker_cpu_s,omitempty"`
+	PostgresCPU *float64 `json:"postgres_cpu_s,omitempty"`
 }
 
 func main() {
@@ -73,19 +84,31 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if cfg.child {
+		if err := runChild(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "[river] child error:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	res, err := run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "[river] error:", err)
 		os.Exit(1)
 	}
 	if cfg.json {
-		line, err := json.Marshal(res)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "[river] error: encoding result:", err)
-			os.Exit(1)
-		}
-		fmt.Printf("RESULT %s\n", line)
+		printResult(res)
 	}
+}
+
+// printResult prints res as a `RESULT {json}` line.
+func printResult(res result) {
+	line, err := json.Marshal(res)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "[river] error: encoding result:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("RESULT %s\n", line)
 }
 
 // parseFlags parses and validates the command line.
@@ -93,14 +116,23 @@ func parseFlags(args []string) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("river-bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.databaseURL, "database-url", os.Getenv("TASQ_DATABASE_URL"), "PostgreSQL URL (default $TASQ_DATABASE_URL)")
-	fs.StringVar(&cfg.mode, "mode", "burn-down", "workload: burn-down, continuous, latency or after-burn-down (burn-down, then continuous on the same table)")
+	fs.StringVar(&cfg.mode, "mode", "burn-down", "workload: burn-down, continuous, latency, after-burn-down (burn-down, then continuous on the same table) or scale-out (burn-downs by 1, 2, 4 processes: --processes)")
 	fs.BoolVar(&cfg.keepTable, "keep-table", false, "do not TRUNCATE the River tables first: run on the table as the previous run left it")
 	fs.IntVar(&cfg.n, "n", 200_000, "burn-down: number of jobs to insert and work")
 	fs.DurationVar(&cfg.duration, "duration", 0, "continuous/latency: run length (default 20s / 10s)")
 	fs.IntVar(&cfg.rate, "rate", 500, "latency: jobs dispatched per second")
 	fs.IntVar(&cfg.dispatchers, "dispatchers", 4, "latency: goroutines issuing single-job inserts (1 = strictly one at a time)")
 	fs.BoolVar(&cfg.json, "json", false, "print a final `RESULT {json}` line on stdout")
+	processes := fs.String("processes", "1,2,4", "scale-out: River processes (one client each), one burn-down of -n jobs per count")
+	fs.BoolVar(&cfg.child, "child", false, "internal: run as a scale-out worker process")
 	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if cfg.child {
+		return cfg, nil
+	}
+	var err error
+	if cfg.processes, err = parseCounts(*processes); err != nil {
 		return cfg, err
 	}
 
@@ -108,7 +140,7 @@ func parseFlags(args []string) (config, error) {
 		return cfg, errors.New("no database URL: pass --database-url or set TASQ_DATABASE_URL")
 	}
 	switch cfg.mode {
-	case "burn-down":
+	case "burn-down", "scale-out":
 		if cfg.n <= 0 {
 			return cfg, fmt.Errorf("-n must be positive, got %d", cfg.n)
 		}
@@ -133,7 +165,7 @@ func parseFlags(args []string) (config, error) {
 			return cfg, fmt.Errorf("--duration must be longer than the %s warm-up", latencyWarmup)
 		}
 	default:
-		return cfg, fmt.Errorf("unknown --mode %q (want burn-down, continuous, latency or after-burn-down)", cfg.mode)
+		return cfg, fmt.Errorf("unknown --mode %q (want burn-down, continuous, latency, after-burn-down or scale-out)", cfg.mode)
 	}
 	if cfg.duration < 0 {
 		return cfg, fmt.Errorf("--duration must be positive, got %s", cfg.duration)
@@ -150,7 +182,7 @@ func run(ctx context.Context, cfg config) (result, error) {
 	}
 	defer pool.Close()
 
-	driver := riverpgxv5.New(pool)
+	driver := newDriver(pool)
 	if err := migrate(ctx, driver); err != nil {
 		return result{}, err
 	}
@@ -169,6 +201,8 @@ func run(ctx context.Context, cfg config) (result, error) {
 		res, err = b.continuous(ctx, cfg.duration)
 	case "latency":
 		res, err = b.latency(ctx, cfg.duration, cfg.rate, cfg.dispatchers)
+	case "scale-out":
+		res, err = b.scaleOut(ctx, cfg.databaseURL, cfg.n, cfg.processes)
 	case "after-burn-down":
 		// The continuous run takes the table as the burn-down left it: no
 		// TRUNCATE, no VACUUM, autovacuum's own only.
@@ -186,6 +220,9 @@ func run(ctx context.Context, cfg config) (result, error) {
 	}
 	return res, nil
 }
+
+// newDriver is River's pgx v5 driver on pool.
+func newDriver(pool *pgxpool.Pool) *riverpgxv5.Driver { return riverpgxv5.New(pool) }
 
 // openPool opens a pgx pool and checks that the database answers. Like
 // River's own CLI it keeps pgxpool's default size (max(4, CPUs)); add

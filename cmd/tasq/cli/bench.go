@@ -138,6 +138,8 @@ type benchFlags struct {
 	soakJobs   int
 	soakKeep   time.Duration
 	soakSample time.Duration
+	// scale-out and yardstick (bench_scaleout.go, bench_yardstick.go)
+	scale scaleFlags
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -188,6 +190,20 @@ Opt-in workloads (not part of all; they take about a minute each):
               one relay and by two (jobs/s each way); then single jobs at
               --rate for --latency-duration, each in its own transaction,
               with a relay and a Redis worker: dispatch-to-start p50/p95/p99
+  scale-out   one burn-down of -n jobs per count in --processes (default
+              1,2,4), worked by that many worker processes (this binary,
+              restarted as workers), each with --concurrency slots, as
+              users run N identical processes: aggregate jobs/s, claims
+              (empty ones, mean and p99 time, jobs per claim), outcome
+              batches, CPU seconds of the workers, of PostgreSQL and of
+              the machine, and where the backends wait
+  yardstick   the bare SQL of claim + complete in batches of
+              --yardstick-batch on one connection, no worker machinery,
+              over -n jobs; the same loop with the adapter's own claim and
+              finish statements; then TasQ's burn-down of -n jobs; each on
+              the reset table, as a fraction of the first (target >= 0.90
+              for the burn-down), with the claims and outcome batches the
+              worker achieved and each phase's CPU seconds
 
 It prints progress every 2 s and a result line per workload (--json adds a
 machine-readable RESULT line). Without --database-url or TASQ_DATABASE_URL it
@@ -203,7 +219,9 @@ PostgreSQL only.`,
   tasq bench --mode after-burn-down -n 200000 --duration 20s
   tasq bench --mode used-table --finished 1000000
   tasq bench --mode notify --dispatchers 1,8,32 --notify-duration 5s
-  tasq bench --mode soak --soak-jobs 1000000 --soak-keep 10s`,
+  tasq bench --mode soak --soak-jobs 1000000 --soak-keep 10s
+  tasq bench --mode scale-out --processes 1,2,4 -n 200000
+  tasq bench --mode yardstick -n 200000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			silenceUsage(cmd)
@@ -212,7 +230,7 @@ PostgreSQL only.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.mode, "mode", "all", "workload: burn-down, continuous, latency, all (those three), after-burn-down, used-table, notify or soak")
+	fl.StringVar(&f.mode, "mode", "all", "workload: burn-down, continuous, latency, all (those three), after-burn-down, used-table, notify, soak, outbox, scale-out or yardstick")
 	fl.BoolVar(&f.keepTable, "keep-table", false, "no TRUNCATE and no VACUUM of tasq_jobs before, between or after the workloads: each runs on the table as the previous one left it")
 	fl.IntVarP(&f.n, "jobs", "n", 100000, "burn-down: jobs to insert and work (used-table: default 200000)")
 	fl.DurationVar(&f.duration, "duration", 20*time.Second, "continuous: how long to run")
@@ -238,14 +256,18 @@ PostgreSQL only.`,
 	fl.StringVar(&f.redisURL, "redis-url", os.Getenv("TASQ_REDIS_URL"), "outbox: the Redis the relay delivers to (default $TASQ_REDIS_URL)")
 	fl.DurationVar(&f.soakKeep, "soak-keep", 10*time.Second, "soak: how long retention keeps completed jobs")
 	fl.DurationVar(&f.soakSample, "soak-sample", 10*time.Second, "soak: how often to print a sample line")
+	f.scale.register(fl)
 	return cmd
 }
 
 func (f *benchFlags) validate() error {
 	switch f.mode {
-	case "all", "burn-down", "continuous", "latency", "after-burn-down", "used-table", "notify", "soak", "outbox":
+	case "all", "burn-down", "continuous", "latency", "after-burn-down", "used-table", "notify", "soak", "outbox", "scale-out", "yardstick":
 	default:
-		return fmt.Errorf("--mode %q: use burn-down, continuous, latency, all, after-burn-down, used-table, notify, soak or outbox", f.mode)
+		return fmt.Errorf("--mode %q: use burn-down, continuous, latency, all, after-burn-down, used-table, notify, soak, outbox, scale-out or yardstick", f.mode)
+	}
+	if err := f.scale.validate(); err != nil {
+		return err
 	}
 	switch {
 	case f.n <= 0:
@@ -287,6 +309,9 @@ func (f *benchFlags) validate() error {
 func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 	if err := f.validate(); err != nil {
 		return err
+	}
+	if f.scale.child {
+		return a.runScaleChild(cmd, f) // a scale-out worker process: bench_scaleout.go
 	}
 	ctx, stop := withSignals(cmd.Context(), nil)
 	defer stop()
@@ -377,6 +402,10 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 			err = b.soak(ctx) // prints its own results
 		case "outbox":
 			err = b.outbox(ctx) // prints its own results
+		case "scale-out":
+			err = b.scaleOut(ctx, url) // prints its own results
+		case "yardstick":
+			err = b.yardstick(ctx) // prints its own results
 		}
 		if err != nil {
 			return fmt.Errorf("bench %s: %w", m, err)
