@@ -354,6 +354,11 @@ func testCompletionGuard(t *testing.T, h Harness) {
 	if n := finish(t, ctx, a, "stale", queue.Outcome{ID: j.ID, Token: old.Token, State: queue.StateFailed, Error: "stale"}); n != 0 {
 		t.Fatal("a stale execution overwrote a newer one")
 	}
+	// A plain completion (no result, no error) may take a shorter path in
+	// an adapter; it is guarded all the same.
+	if n := finish(t, ctx, a, "stale", out(old, queue.StateCompleted)); n != 0 {
+		t.Fatal("a stale execution completed a newer one")
+	}
 	if n := finish(t, ctx, a, "stale", out(newer, queue.StateCompleted)); n != 0 {
 		t.Fatal("another worker finished the fresh worker's execution")
 	}
@@ -362,6 +367,9 @@ func testCompletionGuard(t *testing.T, h Harness) {
 	}
 	if n := finish(t, ctx, a, "fresh", queue.Outcome{ID: j.ID, Token: newer.Token, State: queue.StateFailed, Error: "twice"}); n != 0 {
 		t.Fatal("a finished job was finished twice")
+	}
+	if n := finish(t, ctx, a, "fresh", out(newer, queue.StateCompleted)); n != 0 {
+		t.Fatal("a finished job was completed twice")
 	}
 	if info := get(t, ctx, a, j.ID); info != nil && (info.State != queue.StateCompleted || !strings.Contains(string(info.Result), "fresh")) {
 		t.Fatalf("guarded job = %+v", info)
@@ -389,6 +397,9 @@ func testTokenSameWorker(t *testing.T, h Harness) {
 	}
 	if n := finish(t, ctx, a, "w", queue.Outcome{ID: j.ID, Token: old.Token, State: queue.StateCompleted, Result: []byte(`"old"`)}); n != 0 {
 		t.Fatal("the old execution of the same worker finished the new one")
+	}
+	if n := finish(t, ctx, a, "w", out(old, queue.StateCompleted)); n != 0 {
+		t.Fatal("the old execution of the same worker completed the new one (plain completion)")
 	}
 	if info := get(t, ctx, a, j.ID); info != nil && info.State != queue.StateRunning {
 		t.Fatalf("after the stale outcome the job is %s, want still running", info.State)

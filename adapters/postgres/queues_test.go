@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tasqhq/tasq/adapters/postgres"
+	"github.com/tasqhq/tasq/adapters/postgres/pgschema"
 	"github.com/tasqhq/tasq/internal/testpg"
 	"github.com/tasqhq/tasq/queue"
 )
@@ -444,4 +446,46 @@ func TestQueueLimitWithAKilledWorker(t *testing.T) {
 		t.Fatalf("the dead worker's late outcomes: %d applied, %v; want none", n, err)
 	}
 	running()
+}
+
+// TestFinishWakesLimitedQueue: a job finishing in a limited queue makes room
+// there, so the adapter wakes the queue's workers (NOTIFY with the queue's
+// name) — on the short path of plain completions and on the general one.
+func TestFinishWakesLimitedQueue(t *testing.T) {
+	t.Parallel()
+	e := newControlEnv(t, 1)
+	ctx, a := context.Background(), e.adapters[0]
+	if err := a.SetQueueLimits(ctx, "roomy", queue.QueueLimits{Total: queue.Limit{MaxRunning: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	e.dispatch(t, "roomy", `{}`, `{}`)
+	jobs := claimN(t, a, "roomy", 2)
+	if len(jobs) != 2 {
+		t.Fatalf("claimed %d jobs, want 2", len(jobs))
+	}
+	conn, err := pgx.Connect(ctx, e.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "LISTEN "+pgschema.DefaultChannel); err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range []queue.Outcome{
+		queue.Completed(jobs[0], nil), // plain: finishCompletedSQL
+		{ID: jobs[1].ID, Token: jobs[1].Token, State: queue.StateFailed, Error: "boom"},
+	} {
+		if n, err := a.Finish(ctx, "w", []queue.Outcome{o}); err != nil || n != 1 {
+			t.Fatalf("outcome %d: Finish applied %d, err %v", i, n, err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		note, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("outcome %d (%s): no wake-up of the limited queue: %v", i, o.State, err)
+		}
+		if note.Payload != "roomy" {
+			t.Fatalf("outcome %d: woke %q, want roomy", i, note.Payload)
+		}
+	}
 }

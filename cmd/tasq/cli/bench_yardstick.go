@@ -44,50 +44,10 @@ const yardstickFinishSQL = `
 UPDATE tasq_jobs SET state = 'completed', finished_at = now(), lease_expires_at = NULL
 WHERE id = ANY($1::uuid[])`
 
-// The second yardstick runs the adapter's own statements, copied here from
-// adapters/postgres (claimSQL with claimedColumns, finishSQL, each behind
-// pinnedPlanSQL in one round trip), serially on one connection: it tells
-// what the statements cost apart from the worker's concurrency and Go code.
-// Keep them in step with work.go.
-const (
-	yardstickPinSQL = `SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),
-    set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)`
-	yardstickAdapterClaimSQL = `
-WITH picked AS (
-    SELECT id FROM tasq_jobs
-    WHERE state = 'available' AND queue = $1 AND ($5::text[] IS NULL OR kind = ANY($5::text[]))
-      AND NOT EXISTS (SELECT FROM tasq_queues WHERE name = $1)
-    ORDER BY priority DESC, run_at, id
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE tasq_jobs AS j SET state = 'running', attempt = least(j.attempt, 2147483645) + 1, claim_token = j.claim_token + 1,
-        attempted_at = now(), attempted_by = $3, lease_expires_at = now() + $4 * interval '1 millisecond'
-FROM picked
-WHERE j.id = picked.id
-RETURNING j.id, j.claim_token, j.kind, j.queue, j.payload, j.priority, j.attempt, j.max_retries, j.retry_delay_ms, j.timeout_ms, j.dispatched_at`
-	yardstickAdapterFinishSQL = `
-WITH done AS (
-    UPDATE tasq_jobs AS j SET
-        state = u.state::tasq_job_state,
-        result = CASE WHEN u.result <> '' THEN u.result::jsonb ELSE j.result END,
-        attempt = j.attempt - u.uncount,
-        run_at = CASE WHEN u.delay_ms >= 0 THEN now() + u.delay_ms * interval '1 millisecond' ELSE j.run_at END,
-        finished_at = CASE WHEN u.finishes THEN now() END,
-        lease_expires_at = NULL,
-        errors = CASE WHEN u.error = '' THEN j.errors
-                 ELSE tasq_errors_append(j.errors, jsonb_build_object('attempt', j.attempt, 'at', now(), 'error', u.error), $10) END,
-        errors_omitted = j.errors_omitted + CASE WHEN u.error <> '' AND jsonb_array_length(j.errors) >= $10 THEN 1 ELSE 0 END
-    FROM (SELECT u.*, $9::text AS worker, 'running'::text AS held_state
-          FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bool[], $8::int[])
-               AS u(id, token, state, result, error, delay_ms, finishes, uncount)
-          OFFSET 0) AS u
-    WHERE j.id = u.id AND j.claim_token = u.token AND j.state::text = u.held_state AND j.attempted_by = u.worker
-    RETURNING j.queue, j.state
-)
-SELECT count(*), coalesce(array_agg(DISTINCT queue) FILTER (WHERE state = 'available'), '{}'),
-       coalesce(array_agg(DISTINCT queue) FILTER (WHERE $11), '{}') FROM done`
-)
+// The second yardstick runs the adapter's own Claim and Finish, serially
+// from one goroutine, batches of --yardstick-batch: it tells what the
+// adapter's statements (and its Go encoding of them) cost apart from the
+// worker's concurrency and machinery.
 
 // yardstickResult is the yardstick's RESULT line (and TasQ's, with Ratio).
 type yardstickResult struct {
@@ -164,7 +124,7 @@ func (b *bench) yardstick(ctx context.Context) error {
 		return err
 	}
 	ya.Ratio = ya.JobsPerSec / ys.JobsPerSec
-	fmt.Fprintf(b.out, "adapter SQL:     %d jobs in %.2fs = %.0f jobs/s = %.2f of the yardstick (the adapter's claim and finish statements, same loop)\n",
+	fmt.Fprintf(b.out, "adapter SQL:     %d jobs in %.2fs = %.0f jobs/s = %.2f of the yardstick (the adapter's Claim and Finish, same loop)\n",
 		ya.Jobs, ya.Seconds, ya.JobsPerSec, ya.Ratio)
 	if c := ya.cpuUse.String(); c != "" {
 		fmt.Fprintln(b.out, c)
@@ -217,7 +177,7 @@ func (b *bench) yardstickRun(ctx context.Context, n int, adapterSQL bool) (yards
 		ids = ids[:0]
 		var err error
 		if adapterSQL {
-			ids, err = yardstickAdapterRound(ctx, conn.Conn(), ids, min(batch, n-int(done)))
+			ids, err = b.yardstickAdapterRound(ctx, ids, min(batch, n-int(done)))
 		} else {
 			ids, err = yardstickBareRound(ctx, conn.Conn(), ids, min(batch, n-int(done)))
 		}
@@ -316,54 +276,28 @@ func yardstickBareRound(ctx context.Context, conn *pgx.Conn, ids []pgtype.UUID, 
 	return ids, nil
 }
 
-// yardstickAdapterRound does the same with the adapter's statements, each
-// behind the plan pins in one round trip, reading every claimed column.
-func yardstickAdapterRound(ctx context.Context, conn *pgx.Conn, ids []pgtype.UUID, limit int) ([]pgtype.UUID, error) {
+// yardstickAdapterRound does the same with the adapter's Claim and Finish
+// (plain completions, as a burn-down of no-op jobs gives).
+func (b *bench) yardstickAdapterRound(ctx context.Context, ids []pgtype.UUID, limit int) ([]pgtype.UUID, error) {
 	const worker = "yardstick"
-	var tokens []int64
-	b := &pgx.Batch{}
-	b.Queue(yardstickPinSQL)
-	b.Queue(yardstickAdapterClaimSQL, benchQueue, limit, worker, int64(60000), []string(nil)).Query(func(rows pgx.Rows) error {
-		defer rows.Close()
-		for rows.Next() {
-			var (
-				id                 pgtype.UUID
-				token, retry, tmo  int64
-				kind, q            string
-				payload            []byte
-				prio, att, retries int32
-				dispatched         pgtype.Timestamptz
-			)
-			if err := rows.Scan(&id, &token, &kind, &q, &payload, &prio, &att, &retries, &retry, &tmo, &dispatched); err != nil {
-				return err
-			}
-			ids, tokens = append(ids, id), append(tokens, token)
-		}
-		return rows.Err()
-	})
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return ids, fmt.Errorf("claim (adapter statement): %w", err)
+	jobs, err := b.ad.Claim(ctx, queue.ClaimRequest{Queue: benchQueue, WorkerID: worker, Limit: limit, Lease: time.Minute})
+	if err != nil {
+		return ids, err
 	}
-	n := len(ids)
-	if n == 0 {
+	if len(jobs) == 0 {
 		return ids, nil
 	}
-	states, results, errs := make([]string, n), make([]string, n), make([]string, n)
-	delays, finishes, uncount := make([]int64, n), make([]bool, n), make([]int32, n)
-	for i := range n {
-		states[i], delays[i], finishes[i] = string(queue.StateCompleted), -1, true
+	outs := make([]queue.Outcome, len(jobs))
+	for i, j := range jobs {
+		outs[i] = queue.Completed(j, nil)
+		ids = append(ids, pgtype.UUID{Bytes: j.ID, Valid: true})
 	}
-	b = &pgx.Batch{}
-	b.Queue(yardstickPinSQL)
-	var applied int64
-	var wake, touched []string
-	b.Queue(yardstickAdapterFinishSQL, ids, tokens, states, results, errs, delays, finishes, uncount, worker, queue.MaxErrorHistory, false).
-		QueryRow(func(row pgx.Row) error { return row.Scan(&applied, &wake, &touched) })
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return ids, fmt.Errorf("finish (adapter statement): %w", err)
+	applied, err := b.ad.Finish(ctx, worker, outs)
+	if err != nil {
+		return ids, err
 	}
-	if applied != int64(n) {
-		return ids, fmt.Errorf("finish (adapter statement): %d of %d outcomes applied", applied, n)
+	if applied != len(jobs) {
+		return ids, fmt.Errorf("finish (adapter): %d of %d outcomes applied", applied, len(jobs))
 	}
 	return ids, nil
 }
