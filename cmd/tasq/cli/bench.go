@@ -94,27 +94,34 @@ type benchResult struct {
 	Table        *tableStats `json:"table,omitempty"`
 	// notify: single-job dispatches from Dispatchers goroutines, with the
 	// adapter's NOTIFY or without it (the baseline statement).
-	Dispatchers int    `json:"dispatchers,omitempty"`
-	Variant     string `json:"variant,omitempty"`
+	Dispatchers int `json:"dispatchers,omitempty"`
+	// latency: the dispatch rate achieved (below --rate when the
+	// dispatchers cannot keep up)
+	DispatchedPerSec float64 `json:"dispatched_per_sec,omitempty"`
+	Variant          string  `json:"variant,omitempty"`
 	// used-table, notify: the bench's backends by what they were doing, as
 	// the average number of backends over pg_stat_activity samples.
 	Waits map[string]float64 `json:"waits,omitempty"`
 }
 
 type benchFlags struct {
-	otel        bool                      // trace dispatches and attempts (tasqotel)
-	prom        bool                      // Prometheus metrics (tasqprom), gathered every second
-	metrics     *benchProm                // --prom's, for the client and the workers
-	middleware  []queue.AttemptMiddleware // --otel's, for the workers
-	mode        string
-	n           int
-	duration    time.Duration
-	latencyFor  time.Duration
-	rate        int
-	concurrency int
-	batch       int
-	json        bool
-	cpuProfile  string
+	otel       bool                      // trace dispatches and attempts (tasqotel)
+	unique     bool                      // every job unique by payload (all distinct, so all stored)
+	noopMW     bool                      // one attempt middleware that only calls next
+	prom       bool                      // Prometheus metrics (tasqprom), gathered every second
+	metrics    *benchProm                // --prom's, for the client and the workers
+	middleware []queue.AttemptMiddleware // --otel's, for the workers
+	mode       string
+	n          int
+	duration   time.Duration
+	latencyFor time.Duration
+	// latency: dispatches in flight at once (each its own transaction)
+	latencyDispatchers int
+	rate               int
+	concurrency        int
+	batch              int
+	json               bool
+	cpuProfile         string
 	// keepTable: no TRUNCATE and no VACUUM before, between or after the
 	// workloads; each runs on the table as the one before left it.
 	keepTable bool
@@ -236,9 +243,12 @@ PostgreSQL only.`,
 	fl.DurationVar(&f.duration, "duration", 20*time.Second, "continuous: how long to run")
 	fl.DurationVar(&f.latencyFor, "latency-duration", 10*time.Second, "latency: how long to dispatch")
 	fl.IntVar(&f.rate, "rate", 500, "latency: jobs dispatched per second")
+	fl.IntVar(&f.latencyDispatchers, "latency-dispatchers", 4, "latency: single-job dispatches in flight at once, each its own transaction (the River peer's --dispatchers); at high --rate a commit's wait for the disk caps the rate at about this many per commit time")
 	fl.IntVar(&f.concurrency, "concurrency", 2000, "worker concurrency (River's benchmark uses MaxWorkers 2000)")
 	fl.IntVar(&f.batch, "batch", 1000, "jobs per DispatchMany call when inserting")
 	fl.BoolVar(&f.otel, "otel", false, "trace every dispatch and attempt with tasqotel (sampled, batched, discarded): what the middleware and OpenTelemetry cost")
+	fl.BoolVar(&f.unique, "unique", false, "dispatch every job unique by its payload (WithUnique ByPayload; the payloads differ, so every job is stored): what unique keys cost")
+	fl.BoolVar(&f.noopMW, "middleware", false, "run every attempt through one attempt middleware that only calls next (claims then read the jobs' metadata): what the middleware seam costs, apart from --otel's tracing")
 	fl.BoolVar(&f.prom, "prom", false, "count every dispatch, attempt, claim and outcome write with tasqprom and gather the metrics (queue depths and lags included) every second: what the Prometheus metrics cost")
 	fl.BoolVar(&f.json, "json", false, "also print a RESULT {json} line per workload")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the workloads to this file (go tool pprof)")
@@ -272,6 +282,8 @@ func (f *benchFlags) validate() error {
 	switch {
 	case f.n <= 0:
 		return fmt.Errorf("-n %d: the job count must be positive", f.n)
+	case f.latencyDispatchers <= 0:
+		return fmt.Errorf("--latency-dispatchers must be positive, got %d", f.latencyDispatchers)
 	case f.duration <= 0 || f.latencyFor <= 0:
 		return errors.New("--duration and --latency-duration must be positive")
 	case f.rate <= 0 || f.rate > 100000:
@@ -351,6 +363,11 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 		return err
 	}
 	f.middleware = otelMW
+	if f.noopMW {
+		f.middleware = append(f.middleware, func(ctx context.Context, _ *queue.Attempt, next func(context.Context) (json.RawMessage, error)) (json.RawMessage, error) {
+			return next(ctx)
+		})
+	}
 	if err := ad.SetQueueLimits(ctx, benchQueue, f.limits); err != nil {
 		return fmt.Errorf("--max-running/--max-starts: %w", err)
 	}
@@ -428,6 +445,7 @@ type bench struct {
 	// completed from now on.
 	src           queue.Adapter
 	markCompleted func(ctx context.Context) (count func(context.Context) (int64, error), err error)
+	seq           atomic.Int64 // the payload number of the last job inserted
 	client        *queue.Client
 	out, errw     io.Writer
 	con           *console
@@ -508,15 +526,23 @@ func (b *bench) pgCompletedFromNow(ctx context.Context) (func(context.Context) (
 }
 
 // insert dispatches n no-op jobs in batches and returns the rate.
+// dispatchOpts are the options of every benchmark dispatch: --unique's.
+func (b *bench) dispatchOpts() []queue.DispatchOption {
+	if !b.f.unique {
+		return nil
+	}
+	return []queue.DispatchOption{queue.WithUnique(queue.UniqueOpts{ByPayload: true})}
+}
+
 func (b *bench) insert(ctx context.Context, n int) (float64, error) {
 	start := time.Now()
 	for done := 0; done < n; {
 		size := min(b.f.batch, n-done)
 		tasks := make([]any, size)
 		for i := range tasks {
-			tasks[i] = benchNoop{N: done + i}
+			tasks[i] = benchNoop{N: int(b.seq.Add(1))} // distinct across calls: --unique keys by payload
 		}
-		if _, err := b.client.DispatchMany(ctx, tasks); err != nil {
+		if _, err := b.client.DispatchMany(ctx, tasks, b.dispatchOpts()...); err != nil {
 			return 0, err
 		}
 		done += size
@@ -684,11 +710,11 @@ func (b *bench) latency(ctx context.Context) (benchResult, error) {
 	tick := time.NewTicker(time.Second / time.Duration(b.f.rate))
 	defer tick.Stop()
 	// Each dispatch is its own transaction (a commit waits for the disk), so
-	// dispatches overlap, up to 4 at a time (as the River peer does), to keep
-	// the rate.
+	// dispatches overlap, up to --latency-dispatchers at a time (4, as the
+	// River peer does by default), to keep the rate.
 	var sent int64
 	var dispatchErr atomic.Pointer[error]
-	inflight := make(chan struct{}, 4)
+	inflight := make(chan struct{}, b.f.latencyDispatchers)
 	var dispatches sync.WaitGroup
 	deadline := start.Add(b.f.latencyFor)
 	for time.Now().Before(deadline) && ctx.Err() == nil && dispatchErr.Load() == nil {
@@ -697,12 +723,13 @@ func (b *bench) latency(ctx context.Context) (benchResult, error) {
 		sent++
 		dispatches.Go(func() {
 			defer func() { <-inflight }()
-			if _, err := b.client.Dispatch(ctx, benchLatency{SentAt: time.Now().UnixNano()}); err != nil {
+			if _, err := b.client.Dispatch(ctx, benchLatency{SentAt: time.Now().UnixNano()}, b.dispatchOpts()...); err != nil {
 				dispatchErr.CompareAndSwap(nil, &err)
 			}
 		})
 	}
 	dispatches.Wait()
+	dispatchedFor := time.Since(start)
 	if p := dispatchErr.Load(); p != nil {
 		return benchResult{}, *p
 	}
@@ -729,7 +756,8 @@ func (b *bench) latency(ctx context.Context) (benchResult, error) {
 	pct := func(p float64) float64 { return ms(percentile(samples, p)) }
 	el := time.Since(start)
 	return benchResult{System: "tasq", Mode: "latency", Jobs: int64(len(samples)), Seconds: el.Seconds(),
-		P50ms: pct(0.50), P95ms: pct(0.95), P99ms: pct(0.99), RatePerSecond: b.f.rate, Concurrency: b.f.concurrency}, nil
+		P50ms: pct(0.50), P95ms: pct(0.95), P99ms: pct(0.99), RatePerSecond: b.f.rate, Concurrency: b.f.concurrency,
+		Dispatchers: b.f.latencyDispatchers, DispatchedPerSec: float64(sent) / dispatchedFor.Seconds()}, nil
 }
 
 func (b *bench) print(r benchResult) {
@@ -744,8 +772,8 @@ func (b *bench) print(r benchResult) {
 		}
 		fmt.Fprintf(b.out, "tasq continuous: %d jobs in %.2fs = %.0f jobs/s worked while inserting%s\n", r.Jobs, r.Seconds, r.JobsPerSec, on)
 	case "latency":
-		fmt.Fprintf(b.out, "tasq latency:    %d jobs at %d/s: dispatch-to-start p50 %.2f ms, p95 %.2f ms, p99 %.2f ms\n",
-			r.Jobs, r.RatePerSecond, r.P50ms, r.P95ms, r.P99ms)
+		fmt.Fprintf(b.out, "tasq latency:    %d jobs at %d/s (%.0f/s achieved, %d dispatchers): dispatch-to-start p50 %.2f ms, p95 %.2f ms, p99 %.2f ms\n",
+			r.Jobs, r.RatePerSecond, r.DispatchedPerSec, r.Dispatchers, r.P50ms, r.P95ms, r.P99ms)
 	}
 	if b.f.json {
 		j, _ := json.Marshal(r)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tasqhq/tasq/cmd/tasq/cli"
 	"github.com/tasqhq/tasq/internal/testpg"
 )
@@ -128,5 +130,42 @@ func TestBenchRejectsBadNewFlags(t *testing.T) {
 		} else if strings.Contains(r.err.Error(), "127.0.0.1:1") {
 			t.Errorf("bench %v: flags should be checked before connecting: %v", args, r.err)
 		}
+	}
+}
+
+// --unique stores every job with a unique key (none is skipped as a
+// duplicate, continuous included: its payloads never repeat), and
+// --middleware runs every attempt through the no-op middleware; both runs
+// work every job they dispatch.
+func TestBenchUniqueAndMiddleware(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	dsn := testpg.NewDatabase(t)
+	r := run(ctx, cli.Options{}, "bench", "--database-url", dsn, "--mode", "after-burn-down", "--keep-table", "-n", "400", "--batch", "100",
+		"--duration", "1s", "--concurrency", "20", "--unique", "--middleware", "--json")
+	if r.err != nil {
+		t.Fatalf("bench: %v\n%s", r.err, r.errOut)
+	}
+	var continuous int64
+	for _, m := range benchResults(t, r.out) {
+		if m["phase"] == "after-burn-down" {
+			continuous = int64(m["jobs"].(float64))
+		}
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var keyed, total, unfinished int64
+	if err := conn.QueryRow(ctx, `SELECT count(unique_key), count(*), count(*) FILTER (WHERE state <> 'completed') FROM tasq_jobs`).
+		Scan(&keyed, &total, &unfinished); err != nil {
+		t.Fatal(err)
+	}
+	if keyed != total || total < 400+continuous {
+		t.Errorf("%d jobs, %d with a unique key; want every job keyed and at least the burn-down's 400 + continuous's %d", total, keyed, continuous)
+	}
+	if total-unfinished < 400+continuous {
+		t.Errorf("%d completed; want at least %d", total-unfinished, 400+continuous)
 	}
 }
