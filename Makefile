@@ -41,8 +41,8 @@ bench: ## run the benchmark
 build: ## build bin/tasq
 	$(GO) build -o bin/tasq ./cmd/tasq
 
-bench-compare: ## TasQ vs River on the same fresh PostgreSQL, with ratios
-	$(GO) run ./bench/compare
+bench-compare: ## TasQ vs River on one fresh PostgreSQL: burn-down, continuous (fresh and used table), insert, latency at 500 and 5,000/s, scale-out 1/2/4 processes, yardstick; medians (min-max) of --runs (BENCH_COMPARE_FLAGS)
+	$(GO) run ./bench/compare $(BENCH_COMPARE_FLAGS)
 
 bench-compare-redis: ## TasQ on Redis vs asynq on the same fresh Redis, 3 runs each, with ratios (MySQL too with TASQ_MYSQL_URL)
 	$(GO) run ./bench/compareredis

@@ -344,6 +344,7 @@ func (b *bench) latency(ctx context.Context, d time.Duration, rate, dispatchers 
 		})
 	}
 
+	dispatchStart := time.Now()
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	progress := time.NewTicker(progressEvery)
 	deadline := time.After(d)
@@ -375,6 +376,7 @@ loop:
 	close(ticks)
 	wg.Wait()
 	secs := lat.now().Seconds()
+	dispatchSecs := time.Since(dispatchStart).Seconds()
 	if runErr != nil {
 		return result{}, errors.Join(runErr, s.stop())
 	}
@@ -393,13 +395,15 @@ loop:
 	}
 	n := sent.Load()
 	achieved := float64(n) / secs
+	dispatched := float64(n) / dispatchSecs
 	if k := skipped.Load(); k > 0 {
 		fmt.Fprintf(os.Stderr, "[river] latency: warning: %d ticks skipped, %d dispatcher(s) could not keep up; the offered rate was not reached\n", k, dispatchers)
 	}
-	fmt.Printf("[river] latency: %d jobs at %.0f/s over %.2fs; p50 %.2f ms, p95 %.2f ms, p99 %.2f ms (%d samples after %s warm-up)\n",
-		n, achieved, secs, ps[0], ps[1], ps[2], samples, latencyWarmup)
+	fmt.Printf("[river] latency: %d jobs at %d/s (%.0f/s achieved, %d dispatchers) over %.2fs; p50 %.2f ms, p95 %.2f ms, p99 %.2f ms (%d samples after %s warm-up)\n",
+		n, rate, dispatched, dispatchers, secs, ps[0], ps[1], ps[2], samples, latencyWarmup)
 	return result{
 		Jobs: n, Seconds: round(secs, 3), JobsPerSec: round(achieved, 1),
 		P50Ms: ptr(round(ps[0], 3)), P95Ms: ptr(round(ps[1], 3)), P99Ms: ptr(round(ps[2], 3)),
+		Rate: rate, Dispatchers: dispatchers, DispatchedPerSec: round(dispatched, 1),
 	}, nil
 }

@@ -66,6 +66,12 @@ type result struct {
 	P95Ms            *float64 `json:"p95_ms,omitempty"`
 	P99Ms            *float64 `json:"p99_ms,omitempty"`
 	Phase            string   `json:"phase,omitempty"`
+	// latency: the offered rate, the dispatching goroutines, and the rate
+	// the dispatches achieved (sent / dispatch seconds; below Rate when the
+	// dispatchers could not keep up)
+	Rate             int     `json:"rate,omitempty"`
+	Dispatchers      int     `json:"dispatchers,omitempty"`
+	DispatchedPerSec float64 `json:"dispatched_per_sec,omitempty"`
 	// scale-out: processes, and CPU seconds of the River processes and of
 	// PostgreSQL's during the work
 	Processes   int      `json:"processes,omitempty"`
