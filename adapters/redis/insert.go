@@ -18,6 +18,11 @@ func (a *Adapter) Insert(ctx context.Context, jobs []queue.NewJob) error {
 	if err := queue.CheckPlainJobs("redis", jobs); err != nil {
 		return err
 	}
+	return a.insert(ctx, jobs)
+}
+
+// insert runs insertScript on jobs that passed Insert's checks.
+func (a *Adapter) insert(ctx context.Context, jobs []queue.NewJob) error {
 	args := make([]any, 0, 2+len(jobs)*insertFields)
 	args = append(args, a.keys.prefix, len(jobs))
 	for i := range jobs {

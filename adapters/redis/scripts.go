@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"strconv"
 	"strings"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -143,40 +144,120 @@ const _ uint = queue.MaxErrorHistory - 2
 // insertFields is the number of ARGV entries per job in insertScript.
 const insertFields = 9
 
+// insertChunk is the most keys or sorted-set members insertScript hands to
+// one command: unpack puts every argument on Lua's C stack, which holds
+// about 8000 values (LUAI_MAXCSTACK), so a ZADD of insertChunk members
+// (2*insertChunk values) stays well inside it whatever the batch size.
+const insertChunk = 1000
+
 // insertScript stores a batch: ARGV[2] = n, then per job: id, kind, queue,
 // priority, payload, max_retries, retry_delay_ms, timeout_ms, delay_us. It
-// checks every ID before writing anything, so the batch is all or nothing.
-// Returns {'ok'} or {'dup', id}.
+// checks every ID, and the type of every index key it will write, before
+// writing anything, so the batch is all or nothing.
+//
+// It costs one command per job (the job's HSET) plus a few per batch: the
+// IDs are checked with one EXISTS per insertChunk keys (one EXISTS per key
+// only when that finds one, to name it), and the index entries are
+// gathered per key and written with one ZADD (or SADD) per key and
+// insertChunk members, since a command's fixed cost inside a script is
+// larger than the cost of one more member.
+// Returns {'ok'} or {'dup', id}; a wrong-typed index key is an error reply.
 var insertScript = goredis.NewScript(prelude + `
 local n = tonumber(ARGV[2])
-local seen = {}
-for i = 0, n - 1 do
-  local id = ARGV[3 + i * 9]
-  if seen[id] or redis.call('EXISTS', jobkey(id)) == 1 then return {'dup', id} end
+local chunk = ` + strconv.Itoa(insertChunk) + `
+-- Read and check: IDs new and distinct; the keys of every queue named.
+local seen, jkeys, qk, qlist = {}, {}, {}, {}
+for i = 1, n do
+  local b = 3 + (i - 1) * 9
+  local id, q = ARGV[b], ARGV[b + 2]
+  if seen[id] then return {'dup', id} end
   seen[id] = true
+  jkeys[i] = jobkey(id)
+  if not qk[q] then
+    qk[q] = {available = idxkey('available', q), scheduled = idxkey('scheduled', q), avail = availkey(q)}
+    table.insert(qlist, q)
+  end
 end
+for c = 1, n, chunk do
+  local e = math.min(c + chunk - 1, n)
+  if redis.call('EXISTS', unpack(jkeys, c, e)) > 0 then
+    for i = c, e do
+      if redis.call('EXISTS', jkeys[i]) == 1 then return {'dup', ARGV[3 + (i - 1) * 9]} end
+    end
+  end
+end
+local function want(key, typ)
+  local t = redis.call('TYPE', key)
+  t = t.ok or t
+  if t ~= 'none' and t ~= typ then
+    return redis.error_reply('WRONGTYPE tasq insert: key ' .. key .. ' is a ' .. tostring(t) .. ', not a ' .. typ .. '; nothing of this batch was stored')
+  end
+end
+local bad = want(P .. 'jobs', 'zset') or want(P .. 'delayed', 'zset') or want(P .. 'queues', 'set')
+if bad then return bad end
+for _, q in ipairs(qlist) do
+  local k = qk[q]
+  bad = want(k.available, 'zset') or want(k.scheduled, 'zset') or want(k.avail, 'zset')
+  if bad then return bad end
+end
+-- Write: the hashes one by one, the index entries gathered per key (a
+-- list {score, member, ...} with its length in .n) and added afterwards.
 local now = now_us()
-local wake = {}
-for i = 0, n - 1 do
-  local b = 3 + i * 9
+local snow = int(now)
+local mprefix = string.format('%016d', now) .. ':' -- member(now, id) without the id
+local jl, dl, wake = {n = 0}, {n = 0}, {}
+for _, q in ipairs(qlist) do
+  local k = qk[q]
+  k.la, k.ls, k.lv = {n = 0}, {n = 0}, {n = 0}
+end
+for i = 1, n do
+  local b = 3 + (i - 1) * 9
   local id, q, prio = ARGV[b], ARGV[b + 2], ARGV[b + 3]
   local delay = tonumber(ARGV[b + 8])
-  local run_at = now + delay
-  local state = 'available'
-  if delay > 0 then state = 'scheduled' end
-  redis.call('HSET', jobkey(id), 'id', id, 'kind', ARGV[b + 1], 'queue', q, 'state', state,
-    'priority', prio, 'payload', ARGV[b + 4], 'attempt', '0', 'token', '0', 'max_retries', ARGV[b + 5],
-    'retry_delay_ms', ARGV[b + 6], 'timeout_ms', ARGV[b + 7], 'run_at_us', int(run_at),
-    'dispatched_at_us', int(now), 'errors', '[]')
-  redis.call('ZADD', P .. 'jobs', now, id)
-  redis.call('ZADD', idxkey(state, q), now, id)
-  redis.call('SADD', P .. 'queues', q)
-  if state == 'scheduled' then
-    redis.call('ZADD', P .. 'delayed', run_at, id)
+  local k = qk[q]
+  local m = jl.n
+  jl[m + 1], jl[m + 2], jl.n = snow, id, m + 2
+  if delay > 0 then
+    local run_at = int(now + delay)
+    redis.call('HSET', jkeys[i], 'id', id, 'kind', ARGV[b + 1], 'queue', q, 'state', 'scheduled',
+      'priority', prio, 'payload', ARGV[b + 4], 'attempt', '0', 'token', '0', 'max_retries', ARGV[b + 5],
+      'retry_delay_ms', ARGV[b + 6], 'timeout_ms', ARGV[b + 7], 'run_at_us', run_at,
+      'dispatched_at_us', snow, 'errors', '[]')
+    local l = k.ls
+    m = l.n
+    l[m + 1], l[m + 2], l.n = snow, id, m + 2
+    m = dl.n
+    dl[m + 1], dl[m + 2], dl.n = run_at, id, m + 2
   else
-    make_available(id, q, tonumber(prio), run_at)
+    redis.call('HSET', jkeys[i], 'id', id, 'kind', ARGV[b + 1], 'queue', q, 'state', 'available',
+      'priority', prio, 'payload', ARGV[b + 4], 'attempt', '0', 'token', '0', 'max_retries', ARGV[b + 5],
+      'retry_delay_ms', ARGV[b + 6], 'timeout_ms', ARGV[b + 7], 'run_at_us', snow,
+      'dispatched_at_us', snow, 'errors', '[]')
+    local l = k.la
+    m = l.n
+    l[m + 1], l[m + 2], l.n = snow, id, m + 2
+    -- make_available's entry: score -priority, member(run_at, id)
+    l = k.lv
+    m = l.n
+    l[m + 1], l[m + 2], l.n = 0 - (tonumber(prio) or 0), mprefix .. id, m + 2
     wake[q] = true
   end
+end
+local function zadd(key, l)
+  for c = 1, l.n, 2 * chunk do
+    redis.call('ZADD', key, unpack(l, c, math.min(c + 2 * chunk - 1, l.n)))
+  end
+end
+zadd(P .. 'jobs', jl)
+zadd(P .. 'delayed', dl)
+for _, q in ipairs(qlist) do
+  local k = qk[q]
+  zadd(k.available, k.la)
+  zadd(k.scheduled, k.ls)
+  zadd(k.avail, k.lv)
+end
+for c = 1, #qlist, chunk do
+  redis.call('SADD', P .. 'queues', unpack(qlist, c, math.min(c + chunk - 1, #qlist)))
 end
 publish(wake)
 return {'ok'}
