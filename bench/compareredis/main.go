@@ -47,6 +47,7 @@ type options struct {
 	dur, latFor       time.Duration
 	rate, runs        int
 	concurrency       int
+	inserters         int
 	taskCheckInterval string
 	mysqlURL          string
 }
@@ -59,11 +60,12 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 500, "latency: jobs per second")
 	flag.IntVar(&o.runs, "runs", 3, "back-to-back runs per system and workload")
 	flag.IntVar(&o.concurrency, "concurrency", 2000, "worker concurrency of both (tasq bench --concurrency, asynq Config.Concurrency)")
+	flag.IntVar(&o.inserters, "inserters", 1, "burn-down insert: DispatchMany calls of 1,000 jobs in flight at once for TasQ (tasq bench --inserters; the asynq peer keeps 20 single Enqueue calls in flight)")
 	flag.StringVar(&o.taskCheckInterval, "asynq-task-check-interval", "", "asynq Config.TaskCheckInterval (empty: the peer's default, asynq's own 1s)")
 	flag.StringVar(&o.mysqlURL, "mysql-url", os.Getenv("TASQ_MYSQL_URL"), "also run tasq bench on this MySQL/MariaDB database, for the record (default $TASQ_MYSQL_URL; empty: skip)")
 	flag.Parse()
-	if o.runs <= 0 || o.n <= 0 || o.rate <= 0 || o.concurrency <= 0 {
-		fmt.Fprintln(os.Stderr, "bench-compare-redis: -n, --rate, --runs and --concurrency must be positive")
+	if o.runs <= 0 || o.n <= 0 || o.rate <= 0 || o.concurrency <= 0 || o.inserters <= 0 {
+		fmt.Fprintln(os.Stderr, "bench-compare-redis: -n, --rate, --runs, --concurrency and --inserters must be positive")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -120,7 +122,7 @@ func run(ctx context.Context, o options) (err error) {
 		tasq, peer []string
 	}
 	modes := []mode{
-		{"burn-down", []string{"-n", fmt.Sprint(o.n)}, []string{"-n", fmt.Sprint(o.n)}},
+		{"burn-down", []string{"-n", fmt.Sprint(o.n), "--inserters", fmt.Sprint(o.inserters)}, []string{"-n", fmt.Sprint(o.n)}},
 		{"continuous", []string{"--duration", o.dur.String()}, []string{"--duration", o.dur.String()}},
 		{"latency", []string{"--latency-duration", o.latFor.String(), "--rate", fmt.Sprint(o.rate)}, []string{"--duration", o.latFor.String(), "--rate", fmt.Sprint(o.rate)}},
 	}

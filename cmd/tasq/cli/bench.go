@@ -117,11 +117,13 @@ type benchFlags struct {
 	latencyFor time.Duration
 	// latency: dispatches in flight at once (each its own transaction)
 	latencyDispatchers int
-	rate               int
-	concurrency        int
-	batch              int
-	json               bool
-	cpuProfile         string
+	// burn-down: DispatchMany calls in flight while inserting
+	inserters   int
+	rate        int
+	concurrency int
+	batch       int
+	json        bool
+	cpuProfile  string
 	// keepTable: no TRUNCATE and no VACUUM before, between or after the
 	// workloads; each runs on the table as the one before left it.
 	keepTable bool
@@ -246,6 +248,7 @@ PostgreSQL only.`,
 	fl.IntVar(&f.latencyDispatchers, "latency-dispatchers", 4, "latency: single-job dispatches in flight at once, each its own transaction (the River peer's --dispatchers); at high --rate a commit's wait for the disk caps the rate at about this many per commit time")
 	fl.IntVar(&f.concurrency, "concurrency", 2000, "worker concurrency (River's benchmark uses MaxWorkers 2000)")
 	fl.IntVar(&f.batch, "batch", 1000, "jobs per DispatchMany call when inserting")
+	fl.IntVar(&f.inserters, "inserters", 1, "burn-down: DispatchMany calls in flight at once while inserting (1: one batch after another, as the River peer inserts)")
 	fl.BoolVar(&f.otel, "otel", false, "trace every dispatch and attempt with tasqotel (sampled, batched, discarded): what the middleware and OpenTelemetry cost")
 	fl.BoolVar(&f.unique, "unique", false, "dispatch every job unique by its payload (WithUnique ByPayload; the payloads differ, so every job is stored): what unique keys cost")
 	fl.BoolVar(&f.noopMW, "middleware", false, "run every attempt through one attempt middleware that only calls next (claims then read the jobs' metadata): what the middleware seam costs, apart from --otel's tracing")
@@ -282,6 +285,8 @@ func (f *benchFlags) validate() error {
 	switch {
 	case f.n <= 0:
 		return fmt.Errorf("-n %d: the job count must be positive", f.n)
+	case f.inserters <= 0:
+		return fmt.Errorf("--inserters must be positive, got %d", f.inserters)
 	case f.latencyDispatchers <= 0:
 		return fmt.Errorf("--latency-dispatchers must be positive, got %d", f.latencyDispatchers)
 	case f.duration <= 0 || f.latencyFor <= 0:
@@ -536,16 +541,32 @@ func (b *bench) dispatchOpts() []queue.DispatchOption {
 
 func (b *bench) insert(ctx context.Context, n int) (float64, error) {
 	start := time.Now()
-	for done := 0; done < n; {
-		size := min(b.f.batch, n-done)
-		tasks := make([]any, size)
-		for i := range tasks {
-			tasks[i] = benchNoop{N: int(b.seq.Add(1))} // distinct across calls: --unique keys by payload
+	var next atomic.Int64 // the end of the last share of jobs handed out
+	batch := int64(b.f.batch)
+	loop := func() error {
+		for {
+			end := next.Add(batch)
+			size := min(batch, int64(n)-(end-batch))
+			if size <= 0 {
+				return nil
+			}
+			tasks := make([]any, size)
+			for i := range tasks {
+				tasks[i] = benchNoop{N: int(b.seq.Add(1))} // distinct across calls: --unique keys by payload
+			}
+			if _, err := b.client.DispatchMany(ctx, tasks, b.dispatchOpts()...); err != nil {
+				return err
+			}
 		}
-		if _, err := b.client.DispatchMany(ctx, tasks, b.dispatchOpts()...); err != nil {
-			return 0, err
-		}
-		done += size
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, max(1, min(b.f.inserters, (n+b.f.batch-1)/b.f.batch)))
+	for k := range errs {
+		wg.Go(func() { errs[k] = loop() })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }

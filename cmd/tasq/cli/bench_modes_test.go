@@ -142,7 +142,7 @@ func TestBenchUniqueAndMiddleware(t *testing.T) {
 	ctx := testContext(t)
 	dsn := testpg.NewDatabase(t)
 	r := run(ctx, cli.Options{}, "bench", "--database-url", dsn, "--mode", "after-burn-down", "--keep-table", "-n", "400", "--batch", "100",
-		"--duration", "1s", "--concurrency", "20", "--unique", "--middleware", "--json")
+		"--duration", "1s", "--concurrency", "20", "--unique", "--middleware", "--inserters", "3", "--json")
 	if r.err != nil {
 		t.Fatalf("bench: %v\n%s", r.err, r.errOut)
 	}

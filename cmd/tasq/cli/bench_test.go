@@ -46,7 +46,7 @@ func TestBenchRunsEveryWorkload(t *testing.T) {
 func TestBenchRejectsBadFlags(t *testing.T) {
 	ctx := testContext(t)
 	for _, args := range [][]string{
-		{"--mode", "sprint"}, {"-n", "0"}, {"--rate", "-1"}, {"--latency-dispatchers", "0"}, {"--concurrency", "0"}, {"--duration", "0s"}, {"--batch", "0"},
+		{"--mode", "sprint"}, {"-n", "0"}, {"--rate", "-1"}, {"--latency-dispatchers", "0"}, {"--inserters", "0"}, {"--concurrency", "0"}, {"--duration", "0s"}, {"--batch", "0"},
 	} {
 		r := run(ctx, cli.Options{}, append([]string{"bench", "--database-url", "postgres://127.0.0.1:1/x"}, args...)...)
 		if r.err == nil {
