@@ -297,7 +297,7 @@ func (x *Execution) EnableTxCompletion(tc TxCompleter, workerID string, j *Job) 
 func (x *Execution) Task() any { return x.task }
 
 // Handle runs the task's Handle with its metadata in ctx and returns the
-// result encoded as JSON.
+// result encoded as JSON; nil for a task whose result type is struct{}.
 func (x *Execution) Handle(ctx context.Context) (json.RawMessage, error) {
 	av := &attemptValues{meta: x.Meta}
 	if x.txOn {
@@ -307,6 +307,12 @@ func (x *Execution) Handle(ctx context.Context) (json.RawMessage, error) {
 	res, err := x.e.run(ctx, x.task)
 	if err != nil {
 		return nil, err
+	}
+	if _, none := res.(struct{}); none {
+		// Handle(ctx) (struct{}, error): the task has no result, and none
+		// is stored (the result column stays NULL; WaitResult gives the
+		// zero value), so the completion is the cheap plain one.
+		return nil, nil
 	}
 	b, err := json.Marshal(res)
 	if err != nil {
