@@ -212,30 +212,31 @@ WITH done AS (
 SELECT count(*), coalesce(array_agg(DISTINCT queue) FILTER (WHERE state = 'available'), '{}'),
        coalesce(array_agg(DISTINCT queue) FILTER (WHERE $11), '{}') FROM done`
 
-// finishCompletedSQL is finishSQL for a batch whose every outcome is a plain
-// completion (no result, no error): the common case under load. Only the
-// IDs and tokens travel, and the SET list is constants: about 2 µs less
-// PostgreSQL CPU per job than finishSQL (a 1,000-job batch: 6.6 ms against
-// 8.1 ms), a tenth of what claiming and completing a job costs the server.
-// The guard is finishSQL's, with the worker and the state riding along for
-// the same reason. No job goes back to available, so only the touched
-// queues come back (when $4).
+// finishCompletedSQL is finishSQL for a batch whose every outcome is a
+// completion without an error: the common case under load. Only the IDs,
+// the tokens and the results (” for none) travel, and the rest of the SET
+// list is constants: for 1,000 outcomes 7.2 ms without results and 7.6 ms
+// with them, against 8.6 and 8.9 ms with finishSQL (medians of 30), about
+// 1.3 µs of PostgreSQL time per job. The guard is finishSQL's, with the
+// worker and the state riding along for the same reason. No job goes back
+// to available, so only the touched queues come back (when $4).
 const finishCompletedSQL = `
 WITH done AS (
-    UPDATE tasq_jobs AS j SET state = 'completed', finished_at = now(), lease_expires_at = NULL
+    UPDATE tasq_jobs AS j SET state = 'completed', finished_at = now(), lease_expires_at = NULL,
+        result = CASE WHEN u.result <> '' THEN u.result::jsonb ELSE j.result END
     FROM (SELECT u.*, $3::text AS worker, 'running'::text AS held_state
-          FROM unnest($1::uuid[], $2::bigint[]) AS u(id, token)
+          FROM unnest($1::uuid[], $2::bigint[], $5::text[]) AS u(id, token, result)
           OFFSET 0) AS u
     WHERE j.id = u.id AND j.claim_token = u.token AND j.state::text = u.held_state AND j.attempted_by = u.worker
     RETURNING j.queue
 )
 SELECT count(*), '{}'::text[], coalesce(array_agg(DISTINCT queue) FILTER (WHERE $4), '{}') FROM done`
 
-// plainCompletions reports whether every outcome is a completion without a
-// result or an error, which finishCompletedSQL applies.
-func plainCompletions(outcomes []queue.Outcome) bool {
+// onlyCompletions reports whether every outcome is a completion without an
+// error, which finishCompletedSQL applies.
+func onlyCompletions(outcomes []queue.Outcome) bool {
 	for i := range outcomes {
-		if o := &outcomes[i]; o.State != queue.StateCompleted || len(o.Result) > 0 || o.Error != "" {
+		if o := &outcomes[i]; o.State != queue.StateCompleted || o.Error != "" {
 			return false
 		}
 	}
@@ -335,11 +336,12 @@ func (a *Adapter) finish(ctx context.Context, workerID string, outcomes []queue.
 		}
 		return rows.Scan(&applied, &wake, &touched)
 	}
-	if plainCompletions(outcomes) {
+	if onlyCompletions(outcomes) {
+		results := make([]string, n)
 		for i := range outcomes {
-			ids[i], tokens[i] = pgUUID(outcomes[i].ID), outcomes[i].Token
+			ids[i], tokens[i], results[i] = pgUUID(outcomes[i].ID), outcomes[i].Token, string(outcomes[i].Result)
 		}
-		if err := a.pinned(ctx, scan, a.sql.q(finishCompletedSQL), ids, tokens, workerID, anyControlled); err != nil {
+		if err := a.pinned(ctx, scan, a.sql.q(finishCompletedSQL), ids, tokens, workerID, anyControlled, results); err != nil {
 			return 0, wrapErr("finish jobs", err)
 		}
 		a.afterFinish(ctx, wake, touched)
