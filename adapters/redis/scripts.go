@@ -210,36 +210,29 @@ for _, q in ipairs(qlist) do
   local k = qk[q]
   k.la, k.ls, k.lv = {n = 0}, {n = 0}, {n = 0}
 end
+-- push appends a score and a member to one of the gathered lists.
+local function push(l, score, member)
+  local m = l.n
+  l[m + 1], l[m + 2], l.n = score, member, m + 2
+end
 for i = 1, n do
   local b = 3 + (i - 1) * 9
   local id, q, prio = ARGV[b], ARGV[b + 2], ARGV[b + 3]
   local delay = tonumber(ARGV[b + 8])
   local k = qk[q]
-  local m = jl.n
-  jl[m + 1], jl[m + 2], jl.n = snow, id, m + 2
-  if delay > 0 then
-    local run_at = int(now + delay)
-    redis.call('HSET', jkeys[i], 'id', id, 'kind', ARGV[b + 1], 'queue', q, 'state', 'scheduled',
-      'priority', prio, 'payload', ARGV[b + 4], 'attempt', '0', 'token', '0', 'max_retries', ARGV[b + 5],
-      'retry_delay_ms', ARGV[b + 6], 'timeout_ms', ARGV[b + 7], 'run_at_us', run_at,
-      'dispatched_at_us', snow, 'errors', '[]')
-    local l = k.ls
-    m = l.n
-    l[m + 1], l[m + 2], l.n = snow, id, m + 2
-    m = dl.n
-    dl[m + 1], dl[m + 2], dl.n = run_at, id, m + 2
+  local state, run_at = 'available', snow
+  if delay > 0 then state, run_at = 'scheduled', int(now + delay) end
+  redis.call('HSET', jkeys[i], 'id', id, 'kind', ARGV[b + 1], 'queue', q, 'state', state,
+    'priority', prio, 'payload', ARGV[b + 4], 'attempt', '0', 'token', '0', 'max_retries', ARGV[b + 5],
+    'retry_delay_ms', ARGV[b + 6], 'timeout_ms', ARGV[b + 7], 'run_at_us', run_at,
+    'dispatched_at_us', snow, 'errors', '[]')
+  push(jl, snow, id)
+  if state == 'scheduled' then
+    push(k.ls, snow, id)
+    push(dl, run_at, id)
   else
-    redis.call('HSET', jkeys[i], 'id', id, 'kind', ARGV[b + 1], 'queue', q, 'state', 'available',
-      'priority', prio, 'payload', ARGV[b + 4], 'attempt', '0', 'token', '0', 'max_retries', ARGV[b + 5],
-      'retry_delay_ms', ARGV[b + 6], 'timeout_ms', ARGV[b + 7], 'run_at_us', snow,
-      'dispatched_at_us', snow, 'errors', '[]')
-    local l = k.la
-    m = l.n
-    l[m + 1], l[m + 2], l.n = snow, id, m + 2
-    -- make_available's entry: score -priority, member(run_at, id)
-    l = k.lv
-    m = l.n
-    l[m + 1], l[m + 2], l.n = 0 - (tonumber(prio) or 0), mprefix .. id, m + 2
+    push(k.la, snow, id)
+    push(k.lv, 0 - (tonumber(prio) or 0), mprefix .. id) -- make_available's entry: score -priority, member(run_at, id)
     wake[q] = true
   end
 end
