@@ -2,7 +2,9 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,7 +110,7 @@ func TestInsertByCopyStoresWhatInsertStores(t *testing.T) {
 }
 
 // A COPY batch is all or nothing: an ID that exists fails it, and none of
-// its jobs is stored; so does a payload PostgreSQL refuses.
+// its jobs is stored; a poison payload is refused before the COPY.
 func TestInsertByCopyIsAllOrNothing(t *testing.T) {
 	t.Parallel()
 	a, _ := newAdapter(t)
@@ -129,4 +131,76 @@ func TestInsertByCopyIsAllOrNothing(t *testing.T) {
 	if err := a.Pool().QueryRow(ctx, `SELECT count(*) FROM tasq_jobs`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("after the refused batch the table holds %d jobs (err %v); want only the first", n, err)
 	}
+	// A payload that is valid JSON to Go but not to jsonb (a NUL escape) is
+	// a poison value: the batch is refused whole, before anything is sent.
+	for i := range batch {
+		batch[i] = job("copy-dup")
+	}
+	batch[42].Payload = []byte(`{"s": "\u0000"}`)
+	err := a.Insert(ctx, batch)
+	if !errors.Is(err, queue.ErrInvalidPayload) || !strings.Contains(err.Error(), "job 42") {
+		t.Fatalf("a COPY batch with a NUL escape in a payload: err %v; want ErrInvalidPayload naming job 42", err)
+	}
+	if err := a.Pool().QueryRow(ctx, `SELECT count(*) FROM tasq_jobs`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("after the poison batch the table holds %d jobs (err %v); want only the first", n, err)
+	}
+}
+
+// A COPY cut short — the caller's context cancelled, or the server
+// connection killed mid-stream — stores the whole batch or none of it, and
+// reports an error whenever it stored none.
+func TestInsertByCopyCutShortStoresAllOrNone(t *testing.T) {
+	t.Parallel()
+	a, _ := newAdapter(t)
+	ctx := context.Background()
+	const n = 50_000
+	count := func() int {
+		t.Helper()
+		var c int
+		if err := a.Pool().QueryRow(ctx, `SELECT count(*) FROM tasq_jobs`).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	batch := func() []queue.NewJob {
+		js := make([]queue.NewJob, n)
+		for i := range js {
+			js[i] = job("copy-cut")
+			js[i].Payload = []byte(fmt.Sprintf(`{"n": %d, "pad": "%s"}`, i, strings.Repeat("x", 200)))
+		}
+		return js
+	}
+	check := func(how string, err error, before int) {
+		t.Helper()
+		switch got := count() - before; {
+		case got == 0 && err == nil:
+			t.Fatalf("%s: no error, yet nothing was stored", how)
+		case got != 0 && got != n:
+			t.Fatalf("%s: %d of %d jobs stored (err %v): a COPY must store all or none", how, got, n, err)
+		default:
+			t.Logf("%s: stored %d, err %v", how, got, err)
+		}
+	}
+	// Cancelled by the caller.
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Millisecond)
+	err := a.Insert(cctx, batch())
+	cancel()
+	check("cancelled", err, 0)
+	// The server connection killed while the rows stream.
+	before := count()
+	done := make(chan error, 1)
+	go func() { done <- a.Insert(ctx, batch()) }()
+	killer, err := a.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer killer.Release()
+	deadline := time.Now().Add(10 * time.Second)
+	for killed := false; !killed && time.Now().Before(deadline); {
+		if err := killer.QueryRow(ctx, `SELECT count(*) > 0 FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'copy%') AS k`).Scan(&killed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("connection killed", <-done, before)
 }
