@@ -214,7 +214,7 @@ SELECT count(*), coalesce(array_agg(DISTINCT queue) FILTER (WHERE state = 'avail
 
 // finishCompletedSQL is finishSQL for a batch whose every outcome is a
 // completion without an error: the common case under load. Only the IDs,
-// the tokens and the results (” for none) travel, and the rest of the SET
+// the tokens and the results (an empty string for none) travel, and the rest of the SET
 // list is constants: for 1,000 outcomes 7.2 ms without results and 7.6 ms
 // with them, against 8.6 and 8.9 ms with finishSQL (medians of 30), about
 // 1.3 µs of PostgreSQL time per job. The guard is finishSQL's, with the
