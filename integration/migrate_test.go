@@ -100,7 +100,12 @@ func TestOpenAdapterByName(t *testing.T) {
 // does for the adapter; the server would reject the setting as a parameter.
 func TestMigrationsAcceptPoolSettingsInTheURL(t *testing.T) {
 	ctx := context.Background()
-	dsn := testpg.NewEmptyDatabase(t) + "&pool_max_conns=7"
+	dsn := testpg.NewEmptyDatabase(t)
+	if strings.Contains(dsn, "?") {
+		dsn += "&pool_max_conns=7"
+	} else { // a TASQ_DATABASE_URL without parameters
+		dsn += "?pool_max_conns=7"
+	}
 	if err := migrations.Up(ctx, dsn); err != nil {
 		t.Fatalf("Up with pool_max_conns: %v", err)
 	}

@@ -36,7 +36,7 @@ var postgresFS embed.FS
 const MigrationsTable = "tasq_schema_migrations"
 
 // Latest is the newest PostgreSQL schema version shipped in this build.
-const Latest uint = 11
+const Latest uint = 12
 
 // LatestMySQL is the newest MySQL/MariaDB schema version shipped in this build.
 const LatestMySQL uint = 2

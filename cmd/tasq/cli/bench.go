@@ -127,6 +127,7 @@ type benchFlags struct {
 	batch       int
 	json        bool
 	cpuProfile  string
+	memProfile  string
 	// keepTable: no TRUNCATE and no VACUUM before, between or after the
 	// workloads; each runs on the table as the one before left it.
 	keepTable bool
@@ -258,6 +259,7 @@ PostgreSQL only.`,
 	fl.BoolVar(&f.prom, "prom", false, "count every dispatch, attempt, claim and outcome write with tasqprom and gather the metrics (queue depths and lags included) every second: what the Prometheus metrics cost")
 	fl.BoolVar(&f.json, "json", false, "also print a RESULT {json} line per workload")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the workloads to this file (go tool pprof)")
+	fl.StringVar(&f.memProfile, "memprofile", "", "write a Go allocation profile of the run to this file when it ends (go tool pprof -sample_index=alloc_space)")
 	fl.IntVar(&f.limits.Total.MaxRunning, "max-running", 0, "limit the benchmark queue to this many running jobs across the fleet (0: no limit)")
 	fl.IntVar(&f.limits.Total.MaxStarts, "max-starts", 0, "limit the benchmark queue to this many starts per --per (0: no limit)")
 	fl.DurationVar(&f.limits.Total.Per, "per", 0, "the interval of --max-starts")
@@ -392,7 +394,10 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 	if err != nil {
 		return err
 	}
-	defer stopProfile()
+	defer func() {
+		stopProfile()
+		err = errors.Join(err, writeMemProfile(f.memProfile))
+	}()
 	modes := []string{f.mode}
 	switch f.mode {
 	case "all":
@@ -475,6 +480,23 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, fmt.Errorf("--cpuprofile: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); pf.Close() }, nil
+}
+
+// writeMemProfile writes the allocation profile (every allocation since the
+// process started, sampled) to path, when path is not empty.
+func writeMemProfile(path string) error {
+	if path == "" {
+		return nil
+	}
+	pf, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("--memprofile: %w", err)
+	}
+	if err := pprof.Lookup("allocs").WriteTo(pf, 0); err != nil {
+		pf.Close()
+		return fmt.Errorf("--memprofile: %w", err)
+	}
+	return pf.Close()
 }
 
 // reset removes the benchmark's jobs; when the table holds nothing else it

@@ -102,7 +102,10 @@ func (a *app) runBenchBackend(ctx context.Context, cmd *cobra.Command, f *benchF
 	if err != nil {
 		return err
 	}
-	defer stopProfile()
+	defer func() {
+		stopProfile()
+		err = errors.Join(err, writeMemProfile(f.memProfile))
+	}()
 	modes := []string{f.mode}
 	if f.mode == "all" {
 		modes = []string{"burn-down", "continuous", "latency"}
