@@ -199,6 +199,12 @@ func (c *Client) dispatch(ctx context.Context, tx any, tasks []any, opts []Dispa
 		}
 		if _, seen := groups[a]; !seen {
 			order = append(order, a)
+			if len(order) == 1 {
+				// Every task usually goes to one backend: size its slice once
+				// (a NewJob is about 250 bytes; growing the slice job by job
+				// allocated about four times that per job).
+				groups[a] = make([]NewJob, 0, len(tasks)-i)
+			}
 		}
 		groups[a] = append(groups[a], job)
 	}

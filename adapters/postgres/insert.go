@@ -194,9 +194,22 @@ func copyable(jobs []queue.NewJob) bool {
 // and no SELECT over unnest runs per batch. An existing ID fails the batch
 // with the primary key's unique violation, as the INSERT does.
 func (a *Adapter) insertCopy(ctx context.Context, jobs []queue.NewJob) error {
+	// pgx encodes a row's values before it asks for the next row, so one
+	// row of pointers serves every job: no value is boxed per job.
+	var (
+		id             [16]byte
+		maxRetries     int32
+		retry, timeout int64
+		kind, q        string
+		priority       int16
+		payload        []byte
+	)
+	row := []any{&id, &kind, &q, &priority, &payload, &maxRetries, &retry, &timeout}
 	_, err := a.pool.CopyFrom(ctx, pgx.Identifier{a.sql.schema, "tasq_jobs"}, copyColumns, pgx.CopyFromSlice(len(jobs), func(i int) ([]any, error) {
 		j := &jobs[i]
-		return []any{pgUUID(j.ID), j.Kind, j.Queue, j.Priority, []byte(j.Payload), int32(j.MaxRetries), ceilMS(j.RetryDelay), ceilMS(j.Timeout)}, nil
+		id, kind, q, priority, payload = j.ID, j.Kind, j.Queue, j.Priority, j.Payload
+		maxRetries, retry, timeout = int32(j.MaxRetries), ceilMS(j.RetryDelay), ceilMS(j.Timeout)
+		return row, nil
 	}))
 	if err != nil {
 		return wrapErr("insert jobs", err)

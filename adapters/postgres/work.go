@@ -127,29 +127,46 @@ func (a *Adapter) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue.J
 
 // scanClaimed appends the jobs a claim returned (claimedColumns) to jobs.
 func scanClaimed(rows pgx.Rows, jobs []*queue.Job) ([]*queue.Job, error) {
-	withMeta, first := false, true
+	// One set of destinations serves every row, so that a row costs only
+	// its Job and its payload: kind and queue are read without a copy
+	// (DriverBytes, valid until the next row) and kept as one string per
+	// distinct name.
+	var (
+		id                 pgtype.UUID
+		token              int64
+		kind, qname        pgtype.DriverBytes
+		payload, meta      []byte
+		priority           int16
+		retryMS, timeoutMS int64
+		attempt, retries   int32
+		dispatched         pgtype.Timestamptz
+		dest               []any
+		names              map[string]string
+	)
+	intern := func(b []byte) string {
+		if s, ok := names[string(b)]; ok {
+			return s
+		}
+		if names == nil {
+			names = make(map[string]string, 2)
+		}
+		s := string(b)
+		names[s] = s
+		return s
+	}
 	for rows.Next() {
-		if first { // the row description is there once a row is
-			withMeta, first = len(rows.FieldDescriptions()) > 11, false
+		if dest == nil { // the row description is there once a row is
+			dest = []any{&id, &token, &kind, &qname, &payload, &priority, &attempt, &retries, &retryMS, &timeoutMS, &dispatched}
+			if len(rows.FieldDescriptions()) > 11 {
+				dest = append(dest, &meta)
+			}
 		}
-		var (
-			j                  queue.Job
-			id                 pgtype.UUID
-			retryMS, timeoutMS int64
-			attempt, retries   int32
-			dispatched         pgtype.Timestamptz
-			meta               []byte
-		)
-		dest := []any{&id, &j.Token, &j.Kind, &j.Queue, &j.Payload, &j.Priority, &attempt, &retries, &retryMS, &timeoutMS, &dispatched}
-		if withMeta {
-			dest = append(dest, &meta)
-		}
+		payload, meta = nil, nil
 		if err := rows.Scan(dest...); err != nil {
 			return jobs, err
 		}
-		j.ID = uuid.UUID(id.Bytes)
-		j.Meta = meta
-		j.Attempt, j.MaxRetries = int(attempt), int(retries)
+		j := &queue.Job{ID: uuid.UUID(id.Bytes), Token: token, Kind: intern(kind), Queue: intern(qname),
+			Payload: payload, Priority: priority, Meta: meta, Attempt: int(attempt), MaxRetries: int(retries)}
 		switch {
 		case dispatched.InfinityModifier != pgtype.Finite:
 			j.Invalid = fmt.Errorf("tasq/postgres: job %s has dispatched_at at infinity, which no job can have", j.ID)
@@ -161,7 +178,7 @@ func scanClaimed(rows pgx.Rows, jobs []*queue.Job) ([]*queue.Job, error) {
 		j.DispatchedAt = dispatched.Time
 		j.RetryDelay = time.Duration(retryMS) * time.Millisecond
 		j.Timeout = time.Duration(timeoutMS) * time.Millisecond
-		jobs = append(jobs, &j)
+		jobs = append(jobs, j)
 	}
 	return jobs, rows.Err()
 }
@@ -321,7 +338,8 @@ func (a *Adapter) finish(ctx context.Context, workerID string, outcomes []queue.
 	// Rows are locked in array order; the completion and the lease renewal
 	// both go by ID, so that they never wait on each other in a cycle (a
 	// deadlock the chaos suite found when one followed a map's order).
-	outcomes = slices.SortedFunc(slices.Values(outcomes), func(x, y queue.Outcome) int {
+	outcomes = slices.Clone(outcomes) // the caller's slice keeps its order
+	slices.SortFunc(outcomes, func(x, y queue.Outcome) int {
 		return compareLease(queue.Lease{ID: x.ID, Token: x.Token}, queue.Lease{ID: y.ID, Token: y.Token})
 	})
 	n := len(outcomes)
