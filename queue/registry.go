@@ -428,12 +428,20 @@ func checkTask(v any) error {
 	if isNil(v) {
 		return fmt.Errorf("%w: got a nil %s", ErrNotATask, t)
 	}
+	if _, ok := taskTypes.Load(t); ok {
+		return nil
+	}
 	m, ok := t.MethodByName("Handle")
 	if !ok || m.Type.NumIn() != 2 || m.Type.In(1) != ctxType || m.Type.NumOut() != 2 || m.Type.Out(1) != errType {
 		return fmt.Errorf("%w: %s needs a method Handle(ctx context.Context) (R, error)", ErrNotATask, t)
 	}
+	taskTypes.Store(t, struct{}{})
 	return nil
 }
+
+// taskTypes holds the types checkTask found to have a Handle method:
+// looking the method up allocates, and every dispatch checks its task.
+var taskTypes sync.Map
 
 func isNil(v any) bool {
 	rv := reflect.ValueOf(v)
