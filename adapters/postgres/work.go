@@ -185,8 +185,8 @@ func scanClaimed(rows pgx.Rows, jobs []*queue.Job) ([]*queue.Job, error) {
 
 // finishSQL applies a batch of outcomes in one statement (after
 // pinnedPlanSQL, which makes it one primary-key lookup per outcome; the state
-// check is written state::text so that the running-jobs index cannot be
-// chosen instead). The WHERE clause is the completion guard: only the
+// compared is a column of u, not a constant, so that the running-jobs index,
+// whose predicate is state = 'running', cannot be chosen instead). The WHERE clause is the completion guard: only the
 // execution that worker $9 claimed under token u.token, and only while the
 // job is still running, can finish it.
 //
@@ -219,11 +219,11 @@ WITH done AS (
         errors = CASE WHEN u.error = '' THEN j.errors
                  ELSE tasq_errors_append(j.errors, jsonb_build_object('attempt', j.attempt, 'at', now(), 'error', u.error), $10) END,
         errors_omitted = j.errors_omitted + CASE WHEN u.error <> '' AND jsonb_array_length(j.errors) >= $10 THEN 1 ELSE 0 END
-    FROM (SELECT u.*, $9::text AS worker, 'running'::text AS held_state
+    FROM (SELECT u.*, $9::text AS worker, 'running'::tasq_job_state AS held_state
           FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bool[], $8::int[])
                AS u(id, token, state, result, error, delay_ms, finishes, uncount)
           OFFSET 0) AS u
-    WHERE j.id = u.id AND j.claim_token = u.token AND j.state::text = u.held_state AND j.attempted_by = u.worker
+    WHERE j.id = u.id AND j.claim_token = u.token AND j.state = u.held_state AND j.attempted_by = u.worker
     RETURNING j.queue, j.state
 )
 SELECT count(*), coalesce(array_agg(DISTINCT queue) FILTER (WHERE state = 'available'), '{}'),
@@ -241,10 +241,10 @@ const finishCompletedSQL = `
 WITH done AS (
     UPDATE tasq_jobs AS j SET state = 'completed', finished_at = now(), lease_expires_at = NULL,
         result = CASE WHEN u.result <> '' THEN u.result::jsonb ELSE j.result END
-    FROM (SELECT u.*, $3::text AS worker, 'running'::text AS held_state
+    FROM (SELECT u.*, $3::text AS worker, 'running'::tasq_job_state AS held_state
           FROM unnest($1::uuid[], $2::bigint[], $5::text[]) AS u(id, token, result)
           OFFSET 0) AS u
-    WHERE j.id = u.id AND j.claim_token = u.token AND j.state::text = u.held_state AND j.attempted_by = u.worker
+    WHERE j.id = u.id AND j.claim_token = u.token AND j.state = u.held_state AND j.attempted_by = u.worker
     RETURNING j.queue
 )
 SELECT count(*), '{}'::text[], coalesce(array_agg(DISTINCT queue) FILTER (WHERE $4), '{}') FROM done`
@@ -428,10 +428,10 @@ func (a *Adapter) notify(ctx context.Context, queues map[string]bool) {
 // The worker and the state ride along in l, as in finishSQL, so that stale
 // statistics cannot make tasq_jobs the outer side of the join.
 const extendSQL = `
-WITH l AS MATERIALIZED (SELECT *, $3::text AS worker, 'running'::text AS held_state FROM unnest($1::uuid[], $2::bigint[]) AS l(id, token)),
+WITH l AS MATERIALIZED (SELECT *, $3::text AS worker, 'running'::tasq_job_state AS held_state FROM unnest($1::uuid[], $2::bigint[]) AS l(id, token)),
 held AS (
     SELECT j.id FROM tasq_jobs AS j, l
-    WHERE j.id = l.id AND j.claim_token = l.token AND j.state::text = l.held_state AND j.attempted_by = l.worker
+    WHERE j.id = l.id AND j.claim_token = l.token AND j.state = l.held_state AND j.attempted_by = l.worker
     FOR UPDATE OF j SKIP LOCKED
 ), renewed AS (
     UPDATE tasq_jobs AS j SET lease_expires_at = now() + $4 * interval '1 millisecond'
@@ -439,7 +439,7 @@ held AS (
 )
 SELECT l.id, l.token FROM l WHERE NOT EXISTS (
     SELECT 1 FROM tasq_jobs AS j
-    WHERE j.id = l.id AND j.claim_token = l.token AND j.state::text = l.held_state AND j.attempted_by = l.worker)`
+    WHERE j.id = l.id AND j.claim_token = l.token AND j.state = l.held_state AND j.attempted_by = l.worker)`
 
 // ExtendLeases implements queue.Source.
 func (a *Adapter) ExtendLeases(ctx context.Context, workerID string, leases []queue.Lease, d time.Duration) ([]queue.Lease, error) {
