@@ -8,6 +8,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tasqhq/tasq/internal/testpg"
+	"github.com/tasqhq/tasq/migrations"
 )
 
 // Every rule of tasq_jobs_valid (migration 12) refuses a row that breaks
@@ -80,5 +84,73 @@ func TestRowCheckNamesTheRuleBroken(t *testing.T) {
 	var n int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM tasq_jobs`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("rows stored: %d, %v; want only the good one", n, err)
+	}
+}
+
+// Migration 12 goes down to the eighteen constraints over a table holding
+// jobs (validating those that were validated) and up again to the one,
+// keeping every row.
+func TestRowCheckMigrationRoundTrip(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testpg.NewEmptyDatabase(t)
+	if err := migrations.Up(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `INSERT INTO tasq_jobs (id, kind, queue, meta, tags, unique_key, unique_states)
+		SELECT gen_random_uuid(), 'k', 'q', '{"a":1}', '{x}', convert_to(i::text, 'UTF8'), 1 FROM generate_series(1, 500) i`); err != nil {
+		t.Fatal(err)
+	}
+	checks := func() (names []string, validated int) {
+		t.Helper()
+		rows, err := pool.Query(ctx, `SELECT conname, convalidated FROM pg_constraint
+			WHERE conrelid = 'tasq_jobs'::regclass AND contype = 'c' ORDER BY conname`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var n string
+			var v bool
+			if err := rows.Scan(&n, &v); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, n)
+			if v {
+				validated++
+			}
+		}
+		if rows.Err() != nil {
+			t.Fatal(rows.Err())
+		}
+		return names, validated
+	}
+	if names, _ := checks(); len(names) != 1 || names[0] != "tasq_jobs_valid" {
+		t.Fatalf("CHECKs at version 12: %v; want tasq_jobs_valid alone", names)
+	}
+	if err := migrations.Steps(ctx, dsn, -1); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	// 11 validated by migrations 1 and 2, 7 NOT VALID from migrations 9 and 10.
+	if names, validated := checks(); len(names) != 18 || validated != 11 {
+		t.Fatalf("CHECKs after down: %d, %d validated (%v); want 18, 11 validated", len(names), validated, names)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO tasq_jobs (id, kind) VALUES (gen_random_uuid(), '')`); err == nil ||
+		!strings.Contains(err.Error(), "tasq_jobs_kind_check") {
+		t.Fatalf("an empty kind at version 11: %v; want tasq_jobs_kind_check", err)
+	}
+	if err := migrations.Up(ctx, dsn); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+	if names, _ := checks(); len(names) != 1 || names[0] != "tasq_jobs_valid" {
+		t.Fatalf("CHECKs after up again: %v", names)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM tasq_jobs`).Scan(&n); err != nil || n != 500 {
+		t.Fatalf("rows after down and up: %d, %v; want 500", n, err)
 	}
 }
