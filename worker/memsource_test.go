@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,6 +28,11 @@ type memSource struct {
 	claims      []queue.ClaimRequest
 	extended    [][]queue.Lease // every ExtendLeases call's leases
 	finishCalls int
+	// finishStall, when set, makes the first Finish call wait until it is
+	// closed (or the call's context ends) before writing; stalled reports
+	// that the call is waiting.
+	finishStall chan struct{}
+	stalled     atomic.Bool
 	invalid     map[uuid.UUID]error // returned as Job.Invalid on claim
 
 	subscribeFail int // fail the next subscribeFail Subscribe calls
@@ -97,6 +103,13 @@ func (m *memSource) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue
 }
 
 func (m *memSource) Finish(ctx context.Context, workerID string, outcomes []queue.Outcome) (int, error) {
+	if m.finishStall != nil && m.stalled.CompareAndSwap(false, true) {
+		select {
+		case <-m.finishStall:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.finishCalls++

@@ -555,3 +555,25 @@ func TestShutdownEndsWhenTheBackendIsUnreachable(t *testing.T) {
 		t.Errorf("job is %s; with every Finish refused it stays running until its lease is rescued", st)
 	}
 }
+
+// The completers take turns, but a batch whose write hangs (a row lock held
+// by another transaction, a slow disk) must not hold back the outcomes that
+// come after it: once the write has taken longer than completerHelpAfter,
+// the other completer writes them alongside.
+func TestStuckCompletionDoesNotHoldBackLaterOutcomes(t *testing.T) {
+	t.Parallel()
+	src := newMemSource()
+	src.finishStall = make(chan struct{})
+	reg := queue.NewRegistry()
+	queue.MustRegister(reg, &okTask{})
+	first := src.add("okTask", okTask{N: 1}, 3)
+	start(t, src, reg, Config{})
+	waitFor(t, "the first outcome's write to hang", src.stalled.Load)
+	second := src.add("okTask", okTask{N: 2}, 3)
+	waitFor(t, "the later job completed while the first write hangs", stateIs(src, second, queue.StateCompleted))
+	if st := src.snapshot(first).state; st == queue.StateCompleted {
+		t.Fatalf("the hung write went through before it was released")
+	}
+	close(src.finishStall)
+	waitFor(t, "the first job completed once its write is released", stateIs(src, first, queue.StateCompleted))
+}

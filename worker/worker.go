@@ -189,8 +189,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.unregister(ctx)
 	w.log.InfoContext(ctx, "worker starting", "queues", w.cfg.Queues, "concurrency", w.cfg.Concurrency, "kinds", len(kinds))
 	var completers sync.WaitGroup
+	turn := make(chan struct{}, 1)
 	for range completerCount {
-		completers.Go(func() { w.completer(bg) })
+		completers.Go(func() { w.completer(bg, turn) })
 	}
 	go func() { completers.Wait(); close(w.completed) }()
 	var loops sync.WaitGroup
