@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -182,7 +183,11 @@ func TestSchemasShareADatabase(t *testing.T) {
 }
 
 // expectWake waits for the subscriber to deliver queue q.
-func expectWake(t *testing.T, wake <-chan string, q string) {
+//
+// Wake-ups for the queues in ignore are skipped: a plain dispatch wakes its
+// queue after its commit, from the adapter's waker goroutine, so under load
+// that wake-up can arrive after a subscription the test made later.
+func expectWake(t *testing.T, wake <-chan string, q string, ignore ...string) {
 	t.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
@@ -191,7 +196,7 @@ func expectWake(t *testing.T, wake <-chan string, q string) {
 			if got == q {
 				return
 			}
-			if got != "" { // "" is "look at every queue", sent after a reconnect
+			if got != "" && !slices.Contains(ignore, got) { // "" is "look at every queue", sent after a reconnect
 				t.Fatalf("woken for queue %q, want %q", got, q)
 			}
 		case <-timeout:
