@@ -195,7 +195,9 @@ func copyable(jobs []queue.NewJob) bool {
 // with the primary key's unique violation, as the INSERT does.
 func (a *Adapter) insertCopy(ctx context.Context, jobs []queue.NewJob) error {
 	// pgx encodes a row's values before it asks for the next row, so one
-	// row of pointers serves every job: no value is boxed per job.
+	// row of pointers serves every job instead of eight new interface values
+	// per job (pgx still copies the smaller values out through reflection:
+	// about 90 bytes a job against 200 before, tasq bench --memprofile).
 	var (
 		id             [16]byte
 		maxRetries     int32

@@ -161,8 +161,7 @@ func scanClaimed(rows pgx.Rows, jobs []*queue.Job) ([]*queue.Job, error) {
 				dest = append(dest, &meta)
 			}
 		}
-		payload, meta = nil, nil
-		if err := rows.Scan(dest...); err != nil {
+		if err := rows.Scan(dest...); err != nil { // []byte destinations get new slices (nil for NULL)
 			return jobs, err
 		}
 		j := &queue.Job{ID: uuid.UUID(id.Bytes), Token: token, Kind: intern(kind), Queue: intern(qname),

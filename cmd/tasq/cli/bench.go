@@ -390,14 +390,11 @@ func (a *app) runBench(cmd *cobra.Command, f *benchFlags) (err error) {
 	con := newConsole(out, errw)
 	b := &bench{f: f, ad: ad, src: ad, client: client, out: con.Out(), errw: con.Err(), con: con}
 	b.markCompleted = b.pgCompletedFromNow
-	stopProfile, err := startCPUProfile(f.cpuProfile)
+	stopProfiles, err := startProfiles(f.cpuProfile, f.memProfile)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		stopProfile()
-		err = errors.Join(err, writeMemProfile(f.memProfile))
-	}()
+	defer func() { err = errors.Join(err, stopProfiles()) }()
 	modes := []string{f.mode}
 	switch f.mode {
 	case "all":
@@ -465,38 +462,48 @@ type bench struct {
 	lastStats     *tableStats // used-table's previous snapshot
 }
 
-// startCPUProfile starts the --cpuprofile Go CPU profile into path (none
-// when path is empty) and returns what stops it.
-func startCPUProfile(path string) (stop func(), err error) {
-	if path == "" {
-		return func() {}, nil
+// startProfiles starts the --cpuprofile Go CPU profile into cpuPath and
+// creates the --memprofile file memPath (none when a path is empty; a path
+// that cannot be written is refused before the run), and returns what stops
+// the CPU profile and writes the allocation profile (every allocation since
+// the process started, sampled).
+func startProfiles(cpuPath, memPath string) (stop func() error, err error) {
+	var mem *os.File
+	if memPath != "" {
+		if mem, err = os.Create(memPath); err != nil {
+			return nil, fmt.Errorf("--memprofile: %w", err)
+		}
 	}
-	pf, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	stopCPU := func() {}
+	if cpuPath != "" {
+		pf, err := os.Create(cpuPath)
+		if err == nil {
+			if err = pprof.StartCPUProfile(pf); err != nil {
+				pf.Close()
+			}
+		}
+		if err != nil {
+			if mem != nil {
+				mem.Close()
+			}
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		stopCPU = func() { pprof.StopCPUProfile(); pf.Close() }
 	}
-	if err := pprof.StartCPUProfile(pf); err != nil {
-		pf.Close()
-		return nil, fmt.Errorf("--cpuprofile: %w", err)
-	}
-	return func() { pprof.StopCPUProfile(); pf.Close() }, nil
-}
-
-// writeMemProfile writes the allocation profile (every allocation since the
-// process started, sampled) to path, when path is not empty.
-func writeMemProfile(path string) error {
-	if path == "" {
+	return func() error {
+		stopCPU()
+		if mem == nil {
+			return nil
+		}
+		err := pprof.Lookup("allocs").WriteTo(mem, 0)
+		if cerr := mem.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("--memprofile: %w", err)
+		}
 		return nil
-	}
-	pf, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("--memprofile: %w", err)
-	}
-	if err := pprof.Lookup("allocs").WriteTo(pf, 0); err != nil {
-		pf.Close()
-		return fmt.Errorf("--memprofile: %w", err)
-	}
-	return pf.Close()
+	}, nil
 }
 
 // reset removes the benchmark's jobs; when the table holds nothing else it

@@ -98,14 +98,11 @@ func (a *app) runBenchBackend(ctx context.Context, cmd *cobra.Command, f *benchF
 	bb.bench = &bench{f: f, src: bb.ad, client: client, out: con.Out(), errw: con.Err(), con: con}
 	// Each workload starts after resetJobs: every completed job is its own.
 	bb.markCompleted = func(context.Context) (func(context.Context) (int64, error), error) { return bb.completedJobs, nil }
-	stopProfile, err := startCPUProfile(f.cpuProfile)
+	stopProfiles, err := startProfiles(f.cpuProfile, f.memProfile)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		stopProfile()
-		err = errors.Join(err, writeMemProfile(f.memProfile))
-	}()
+	defer func() { err = errors.Join(err, stopProfiles()) }()
 	modes := []string{f.mode}
 	if f.mode == "all" {
 		modes = []string{"burn-down", "continuous", "latency"}
