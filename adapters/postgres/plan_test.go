@@ -75,7 +75,7 @@ func TestWorkerStatementsKeepIndexPlans(t *testing.T) {
 		want []string
 	}{
 		"finish":           {finishSQL, []any{ids, nums, strs, strs, strs, nums, bools, ints, "w", 20, true}, []string{"Function Scan on u", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
-		"finish completed": {finishCompletedSQL, []any{ids, nums, "w", strs, true}, []string{"Function Scan on u", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"finish completed": {finishCompletedSQL, []any{ids, nums, "w", strs}, []string{"Function Scan on u", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 		"finish quiet":     {finishCompletedQuietSQL, []any{ids, nums, "w", strs}, []string{"Function Scan on u", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 		"claim":            {claimSQL, []any{"default", 2000, "w", int64(30000), nil}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 		"claim kinds":      {claimSQL, []any{"default", 2000, "w", int64(30000), []string{"k", "other"}}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
@@ -151,7 +151,7 @@ func TestFinishPlanSurvivesStatisticsOfOtherWorkers(t *testing.T) {
 		want string
 	}{
 		"finish":           {finishSQL, []any{ids, nums, strs, strs, strs, nums, bools, ints, "w", 20, true}, "Index Cond: (id = u.id)"},
-		"finish completed": {finishCompletedSQL, []any{ids, nums, "w", strs, true}, "Index Cond: (id = u.id)"},
+		"finish completed": {finishCompletedSQL, []any{ids, nums, "w", strs}, "Index Cond: (id = u.id)"},
 		"finish quiet":     {finishCompletedQuietSQL, []any{ids, nums, "w", strs}, "Index Cond: (id = u.id)"},
 		"extend lease":     {extendSQL, []any{ids, nums, "w", int64(30000)}, "Index Cond: (id = l.id)"},
 	} {

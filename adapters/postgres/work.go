@@ -183,11 +183,12 @@ func scanClaimed(rows pgx.Rows, jobs []*queue.Job) ([]*queue.Job, error) {
 }
 
 // finishSQL applies a batch of outcomes in one statement (after
-// pinnedPlanSQL, which makes it one primary-key lookup per outcome; the state
-// compared is a column of u, not a constant, so that the running-jobs index,
-// whose predicate is state = 'running', cannot be chosen instead). The WHERE clause is the completion guard: only the
-// execution that worker $9 claimed under token u.token, and only while the
-// job is still running, can finish it.
+// pinnedPlanSQL, which makes it one primary-key lookup per outcome; the
+// state compared is a column of u, not a constant, so that the running-jobs
+// index, whose predicate is state = 'running', cannot be chosen instead).
+// The WHERE clause is the completion guard: only the execution that worker
+// $9 claimed under token u.token, and only while the job is still running,
+// can finish it.
 //
 // Every term of the guard compares a column of j with a column of u (the
 // worker and the state 'running' ride along in u, behind OFFSET 0 so that
@@ -234,18 +235,19 @@ SELECT count(*), coalesce(array_agg(DISTINCT queue) FILTER (WHERE state = 'avail
 // list is constants: for 1,000 outcomes 7.2 ms without results and 7.6 ms
 // with them, against 8.6 and 8.9 ms with finishSQL (medians of 30), about
 // 1.3 µs of PostgreSQL time per job. The guard is finishSQL's, with the
-// worker and the state riding along for the same reason. No job goes back
-// to available, so only the touched queues come back (when $5).
+// worker and the state riding along for the same reason. It runs only when
+// some queue is paused or limited: no job goes back to available, so only
+// the touched queues come back, for wakeControlled.
 const finishCompletedSQL = `
 WITH done AS (` + finishCompletedUpdate + `
     RETURNING j.queue
 )
-SELECT count(*), '{}'::text[], coalesce(array_agg(DISTINCT queue) FILTER (WHERE $5), '{}') FROM done`
+SELECT count(*), '{}'::text[], coalesce(array_agg(DISTINCT queue), '{}') FROM done`
 
 // finishCompletedQuietSQL is finishCompletedSQL when no queue is paused or
 // limited, so that no touched queue needs to be known: the bare UPDATE,
 // whose command tag counts the jobs it completed, with no RETURNING rows
-// gathered and aggregated. Its arguments are finishCompletedSQL's first four.
+// gathered and aggregated. Both take the same arguments.
 const finishCompletedQuietSQL = finishCompletedUpdate
 
 // finishCompletedUpdate is the UPDATE of finishCompletedSQL.
@@ -388,7 +390,7 @@ func (a *Adapter) finish(ctx context.Context, workerID string, outcomes []queue.
 			}
 			return int(applied), nil
 		}
-		if err := a.pinned(ctx, scan, a.sql.q(finishCompletedSQL), ids, tokens, workerID, results, anyControlled); err != nil {
+		if err := a.pinned(ctx, scan, a.sql.q(finishCompletedSQL), ids, tokens, workerID, results); err != nil {
 			return 0, wrapErr("finish jobs", err)
 		}
 		a.afterFinish(ctx, wake, touched)
