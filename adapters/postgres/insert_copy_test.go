@@ -62,8 +62,19 @@ func TestInsertByCopyStoresWhatInsertStores(t *testing.T) {
 	defer a.Close()
 	ctx := context.Background()
 	mk := func(i int) queue.NewJob {
-		return queue.NewJob{ID: uuid.Must(uuid.NewV7()), Kind: fmt.Sprintf("k%d", i%3), Queue: fmt.Sprintf("q%d", i%4),
-			Priority: int16(i%5 - 2), Payload: []byte(fmt.Sprintf(`{"n": %d, "s": "é\u00e9"}`, i)), MaxRetries: i % 7,
+		// COPY's text format must carry what it would take as its own
+		// syntax: backslashes (a JSON escape, a "\." end marker, "\N"),
+		// tabs, newlines and carriage returns between JSON tokens and in
+		// a kind, and multibyte UTF-8.
+		kinds := []string{"k0", "k\\1\t.\n", "k2\r\\N"}
+		payloads := []string{`{"n": %d, "s": "é\u00e9"}`, "{\"n\":\t%d,\r\n \"s\": \"a\\\\b\\\"\\n\\t\"}", "[%d,\n\"\\\\.\", \"\\\\N\", \"\\u2028\"]"}
+		payload := fmt.Sprintf(payloads[i%3], i)
+		if i == 7 {
+			// Longer than the 64 KB COPY encodes at a time.
+			payload = `{"big": "` + strings.Repeat(`\\x\t`, 30_000) + `"}`
+		}
+		return queue.NewJob{ID: uuid.Must(uuid.NewV7()), Kind: kinds[i%3], Queue: fmt.Sprintf("q%d", i%4),
+			Priority: int16(i%5 - 2), Payload: []byte(payload), MaxRetries: i % 7,
 			RetryDelay: time.Duration(i) * time.Millisecond / 3, Timeout: time.Duration(i%2) * 1500 * time.Microsecond}
 	}
 	big := make([]queue.NewJob, 200) // COPY
