@@ -78,7 +78,9 @@ func (w *Worker) execute(jobCtx context.Context, c claimed) (o queue.Outcome, se
 	}
 	var at *queue.Attempt // set when attempt middleware runs
 	txDone := false       // the job's own transaction completed it
+	w.pool.entered.Add(1) // pool.go sizes the executors by these two
 	result, err := w.run(hctx, j, x, &at, &log.ctx)
+	w.pool.returned.Add(1)
 	if at != nil {
 		defer func() { w.finish(log.ctx, at, o, err, !send && !txDone) }()
 	}

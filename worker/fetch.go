@@ -200,13 +200,7 @@ func (w *Worker) start(j *queue.Job, blocking bool) {
 		c.run, c.err = w.prepare(j, metadataOf(j))
 	}
 	w.ready <- c
-	// Start an executor when more jobs wait than executors are idle; the pool
-	// grows to Concurrency only if the jobs keep that many busy. Fast jobs
-	// need a few, and fewer goroutine stacks make every GC cycle cheaper.
-	if len(w.ready) > int(w.idle.Load()) && w.executors < w.cfg.Concurrency {
-		w.executors++
-		go w.executor(w.jobCtx)
-	}
+	w.grow() // pool.go
 }
 
 // prepare decodes the payload; a user type's UnmarshalJSON that panics

@@ -41,11 +41,11 @@ type Worker struct {
 	slotFreed chan struct{} // poked when a slot frees up
 	wake      chan struct{} // poked by notifications and maintenance
 
-	ready     chan claimed    // claimed jobs waiting for an executor
-	jobCtx    context.Context // parent of every job's context: ctx's values, never cancelled
-	executors int             // executors started; only the fetch loop touches it
-	idle      atomic.Int64    // executors waiting for a job
-	jobs      sync.WaitGroup  // one per execution whose Handle has not returned
+	ready  chan claimed    // claimed jobs waiting for an executor
+	jobCtx context.Context // parent of every job's context: ctx's values, never cancelled
+	pool   pool            // how many executors run (pool.go)
+	idle   atomic.Int64    // executors waiting for a job
+	jobs   sync.WaitGroup  // one per execution whose Handle has not returned
 
 	outMu     sync.RWMutex // guards outClosed against sends racing the close
 	outClosed bool
@@ -129,6 +129,7 @@ func New(src queue.Source, reg *queue.Registry, cfg Config) (*Worker, error) {
 		slotFreed: make(chan struct{}, 1),
 		wake:      make(chan struct{}, 1),
 		ready:     make(chan claimed, cfg.Concurrency),
+		pool:      pool{floor: poolFloor(cfg.Concurrency), max: cfg.Concurrency},
 		outcomes:  make(chan queue.Outcome, cfg.Concurrency*2),
 		completed: make(chan struct{}),
 	}
