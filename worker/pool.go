@@ -23,7 +23,10 @@ import (
 // executor parked on the channel, which the runtime had to wake, and every
 // GC cycle scanned the idle stacks. How long a Handle takes cannot tell
 // the two cases apart: on a busy machine a Handle that does nothing waits
-// milliseconds for a CPU or a GC assist, so the pool counts returns.
+// milliseconds for a CPU or a GC assist, so the pool counts returns. With
+// the floor (8 on 2 CPUs), interleaved against the pool before: continuous
+// 62.1-64.4k against 60.8-62.4k jobs/s, burn-down 79.0-81.0k against
+// 76.1-78.5k (3 pairs each); floors from 2 to 64 measured alike.
 type pool struct {
 	mu        sync.Mutex
 	executors int // started
