@@ -10,7 +10,7 @@ import (
 	"github.com/tasqhq/tasq/queue"
 )
 
-// executors is how many executors w has started.
+// executorsStarted is how many executors w has started.
 func (w *Worker) executorsStarted() int {
 	w.pool.mu.Lock()
 	defer w.pool.mu.Unlock()
