@@ -46,8 +46,8 @@ func TestPoolGrowsToConcurrencyForBlockedHandles(t *testing.T) {
 	}
 }
 
-// Handles that take a couple of milliseconds each (a call over the
-// network): the pool grows past its floor, as such jobs need.
+// Handles that wait on something (a sleep; about a millisecond here, the
+// timer's granularity): the pool grows past its floor, as such jobs need.
 func TestPoolGrowsForSlowHandles(t *testing.T) {
 	t.Parallel()
 	floor := poolFloor(1 << 30)
@@ -58,7 +58,7 @@ func TestPoolGrowsForSlowHandles(t *testing.T) {
 	if err := queue.RegisterFunc(reg, queue.NewFunc("slow", queue.Config{}, func(ctx context.Context, a gateArgs) (int, error) {
 		g.enter()
 		defer g.running.Add(-1)
-		time.Sleep(3 * time.Millisecond)
+		time.Sleep(200 * time.Microsecond)
 		return a.N, nil
 	})); err != nil {
 		t.Fatal(err)
@@ -99,5 +99,40 @@ func TestPoolStaysAtItsFloorForFastHandles(t *testing.T) {
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The decision of one check, for the Handles no sleep in a test can make:
+// those that wait a fraction of a millisecond on the network. The pool
+// doubles after slowChecks checks that find every executor inside a Handle,
+// however many returned (an earlier rule wanted fewer than two returns per
+// executor per check, and held Handles of 0.1-0.5 ms at the floor: about
+// 20k jobs/s with 8 executors); it starts one per waiting job after
+// stuckChecks checks without a return; it never grows while an executor is
+// outside a Handle.
+func TestPoolGrowthDecision(t *testing.T) {
+	type check struct {
+		inHandle int
+		returned int64
+		want     int
+	}
+	const executors, waiting = 8, 500
+	for _, c := range []struct {
+		name   string
+		checks []check
+	}{
+		{"Handles of a fifth of a millisecond: 40 returns a check", []check{{8, 40, 0}, {8, 40, 0}, {8, 40, executors}}},
+		{"Handles that block: no returns", []check{{8, 0, 0}, {8, 0, 0}, {8, 0, executors}, {8, 0, 0}, {8, 0, waiting}}},
+		{"an executor outside a Handle resets the count", []check{{8, 40, 0}, {8, 40, 0}, {7, 40, 0}, {8, 40, 0}, {8, 40, 0}, {8, 40, executors}}},
+		{"quick Handles: never all inside", []check{{3, 900, 0}, {5, 900, 0}, {0, 900, 0}, {7, 900, 0}}},
+	} {
+		quiet, slow := 0, 0
+		for i, k := range c.checks {
+			var n int
+			n, quiet, slow = growth(executors, k.inHandle, waiting, k.returned, quiet, slow)
+			if n != k.want {
+				t.Errorf("%s: check %d started %d executors, want %d", c.name, i+1, n, k.want)
+			}
+		}
 	}
 }
