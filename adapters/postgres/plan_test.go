@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -79,6 +80,7 @@ func TestWorkerStatementsKeepIndexPlans(t *testing.T) {
 		"finish quiet":     {finishCompletedQuietSQL, []any{ids, nums, "w", strs}, []string{"Function Scan on u", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 		"claim":            {claimSQL, []any{"default", 2000, "w", int64(30000), nil}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 		"claim kinds":      {claimSQL, []any{"default", 2000, "w", int64(30000), []string{"k", "other"}}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
+		"claim hinted":     {claimHintedSQL, []any{"default", 2000, "w", int64(30000), nil, int16(0), time.Now(), uuid.New()}, []string{"tasq_jobs_claim_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j", "Index Cond: ((queue = 'default'::text) AND (priority = '0'::smallint) AND (ROW(run_at, id) > ROW("}},
 		"extend lease":     {extendSQL, []any{ids, nums, "w", int64(30000)}, []string{"Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 		"promote":          {promoteSQL, []any{maintainBatch, a.sql.channel}, []string{"tasq_jobs_due_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},
 		"rescue":           {rescueSQL, []any{maintainBatch, a.sql.channel, "lease expired {worker}", 20}, []string{"tasq_jobs_lease_idx", "Index Scan using tasq_jobs_pkey on tasq_jobs j"}},

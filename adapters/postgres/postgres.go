@@ -74,8 +74,9 @@ type Adapter struct {
 
 	await awaitState // Wait: finish notifications and waiting clients (await.go)
 
-	controlled sync.Map // queue name -> true: queues seen paused or limited (see claimControlled)
-	rateWakes  sync.Map // queue name -> true: a wake-up is pending for a start limit (see wakeAt)
+	controlled sync.Map   // queue name -> true: queues seen paused or limited (see claimControlled)
+	hints      claimHints // where claims of queues with a backlog start (claimhint.go)
+	rateWakes  sync.Map   // queue name -> true: a wake-up is pending for a start limit (see wakeAt)
 }
 
 // The capabilities the PostgreSQL adapter has: all of them.
@@ -209,7 +210,7 @@ func open(ctx context.Context, pool *pgxpool.Pool, o *options, reopen func(pgx.Q
 	if !instance {
 		return nil, fmt.Errorf("%w (database %q has an older TasQ schema: migration 2 adds claim tokens)", queue.ErrNotMigrated, pool.Config().ConnConfig.Database)
 	}
-	a = &Adapter{pool: pool, sql: sq, log: o.log, noWake: o.noWake}
+	a = &Adapter{pool: pool, sql: sq, log: o.log, noWake: o.noWake, hints: claimHints{rescan: claimRescan}}
 	var id pgtype.UUID
 	if err := pool.QueryRow(ctx, sq.q(`SELECT id, current_database() FROM tasq_instance`)).Scan(&id, &a.database); err != nil {
 		return nil, wrapErr("read tasq_instance", err)

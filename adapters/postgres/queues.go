@@ -406,7 +406,7 @@ func queryClaimed(ctx context.Context, tx pgx.Tx, jobs *[]*queue.Job, sql string
 		return err
 	}
 	defer rows.Close()
-	*jobs, err = scanClaimed(rows, *jobs)
+	*jobs, _, _, err = scanClaimed(rows, *jobs)
 	return err
 }
 

@@ -32,18 +32,32 @@ import (
 // the queue is controlled and takes the controlled path (claimControlled).
 // For any other queue the check costs one primary-key lookup of that small
 // table, made once per statement.
-var claimSQL = claimStatement(claimedColumns)
+var claimSQL = claimStatement(claimedColumns, false)
 
 // claimMetaSQL is claimSQL that also returns the jobs' metadata, for
 // workers whose middleware reads it (ClaimRequest.Meta).
-var claimMetaSQL = claimStatement(claimedMetaColumns)
+var claimMetaSQL = claimStatement(claimedMetaColumns, false)
 
-// claimStatement is the plain claim returning cols.
-func claimStatement(cols string) string {
+// claimHintedSQL and claimHintedMetaSQL are claimSQL and claimMetaSQL that
+// start in the queue's index range after the job of priority $6, run_at $7
+// and id $8 (the hint, see claimhint.go): the index scan starts there, so it
+// does not read the dead entries of the jobs claimed before.
+var (
+	claimHintedSQL     = claimStatement(claimedColumns, true)
+	claimHintedMetaSQL = claimStatement(claimedMetaColumns, true)
+)
+
+// claimStatement is the plain claim returning cols, from the hint if hinted.
+func claimStatement(cols string, hinted bool) string {
+	hint := ""
+	if hinted {
+		hint = `
+      AND priority = $6 AND (run_at, id) > ($7::timestamptz, $8::uuid)`
+	}
 	return `
 WITH picked AS (
     SELECT id FROM tasq_jobs
-    WHERE state = 'available' AND queue = $1 AND ($5::text[] IS NULL OR kind = ANY($5::text[]))
+    WHERE state = 'available' AND queue = $1 AND ($5::text[] IS NULL OR kind = ANY($5::text[]))` + hint + `
       AND NOT EXISTS (SELECT FROM tasq_queues WHERE name = $1)
     ORDER BY priority DESC, run_at, id
     LIMIT $2
@@ -71,7 +85,7 @@ func claimSet(worker, lease, at string) string {
 // them; claimedMetaColumns add the metadata (NULL when empty), which only
 // workers with middleware ask for: reading it cost about 4% of burn-down.
 const (
-	claimedColumns     = `j.id, j.claim_token, j.kind, j.queue, j.payload, j.priority, j.attempt, j.max_retries, j.retry_delay_ms, j.timeout_ms, j.dispatched_at`
+	claimedColumns     = `j.id, j.claim_token, j.kind, j.queue, j.payload, j.priority, j.attempt, j.max_retries, j.retry_delay_ms, j.timeout_ms, j.dispatched_at, j.run_at`
 	claimedMetaColumns = claimedColumns + `, nullif(j.meta, '{}'::jsonb)`
 )
 
@@ -97,17 +111,49 @@ func (a *Adapter) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue.J
 		return a.claimControlled(ctx, req, kinds)
 	}
 	jobs := make([]*queue.Job, 0, req.Limit)
-	stmt := claimSQL
+	stmt, hintedStmt := claimSQL, claimHintedSQL
 	if req.Meta {
-		stmt = claimMetaSQL
+		stmt, hintedStmt = claimMetaSQL, claimHintedMetaSQL
 	}
+	key := hintKey(req.Queue, kinds)
+	if h, ok := a.hints.get(key, time.Now()); ok {
+		var last claimKey
+		var lastOK bool
+		err := a.pinned(ctx, func(rows pgx.Rows) error {
+			var err error
+			jobs, last, lastOK, err = scanClaimed(rows, jobs)
+			return err
+		}, a.sql.q(hintedStmt), req.Queue, req.Limit, req.WorkerID, req.Lease.Milliseconds(), kinds, h.priority, h.runAt, h.id)
+		if err != nil {
+			return nil, wrapErr("claim jobs", err)
+		}
+		if len(jobs) == req.Limit && lastOK {
+			a.hints.advance(key, last)
+			return jobs, nil
+		}
+		// The range past the hint ran short: claim the rest from the head.
+	}
+	headAt := time.Now()
+	hinted := len(jobs)
+	var last claimKey
+	var lastOK bool
 	err := a.pinned(ctx, func(rows pgx.Rows) error {
 		var err error
-		jobs, err = scanClaimed(rows, jobs)
+		jobs, last, lastOK, err = scanClaimed(rows, jobs)
 		return err
-	}, a.sql.q(stmt), req.Queue, req.Limit, req.WorkerID, req.Lease.Milliseconds(), kinds)
+	}, a.sql.q(stmt), req.Queue, req.Limit-hinted, req.WorkerID, req.Lease.Milliseconds(), kinds)
 	if err != nil {
+		if hinted > 0 {
+			// The hinted claim's jobs are leased to this worker: run them.
+			a.hints.drop(key)
+			return jobs, nil
+		}
 		return nil, wrapErr("claim jobs", err)
+	}
+	if len(jobs) == req.Limit && len(jobs) > hinted && lastOK {
+		a.hints.set(key, last, headAt)
+	} else {
+		a.hints.drop(key)
 	}
 	if len(jobs) > 0 {
 		return jobs, nil // a controlled queue gives the plain claim nothing
@@ -126,7 +172,9 @@ func (a *Adapter) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue.J
 }
 
 // scanClaimed appends the jobs a claim returned (claimedColumns) to jobs.
-func scanClaimed(rows pgx.Rows, jobs []*queue.Job) ([]*queue.Job, error) {
+// It also returns the last of them in claim order (see claimKey), and
+// whether there is one with a finite run time.
+func scanClaimed(rows pgx.Rows, jobs []*queue.Job) (_ []*queue.Job, last claimKey, lastOK bool, _ error) {
 	// One set of destinations serves every row, so that a row costs only
 	// its Job and its payload: kind and queue are read without a copy
 	// (DriverBytes, valid until the next row) and kept as one string per
@@ -139,9 +187,10 @@ func scanClaimed(rows pgx.Rows, jobs []*queue.Job) ([]*queue.Job, error) {
 		priority           int16
 		retryMS, timeoutMS int64
 		attempt, retries   int32
-		dispatched         pgtype.Timestamptz
+		dispatched, runAt  pgtype.Timestamptz
 		dest               []any
 		names              map[string]string
+		infinite           bool // a run_at at infinity: no hint
 	)
 	intern := func(b []byte) string {
 		if s, ok := names[string(b)]; ok {
@@ -156,13 +205,18 @@ func scanClaimed(rows pgx.Rows, jobs []*queue.Job) ([]*queue.Job, error) {
 	}
 	for rows.Next() {
 		if dest == nil { // the row description is there once a row is
-			dest = []any{&id, &token, &kind, &qname, &payload, &priority, &attempt, &retries, &retryMS, &timeoutMS, &dispatched}
-			if len(rows.FieldDescriptions()) > 11 {
+			dest = []any{&id, &token, &kind, &qname, &payload, &priority, &attempt, &retries, &retryMS, &timeoutMS, &dispatched, &runAt}
+			if len(rows.FieldDescriptions()) > 12 {
 				dest = append(dest, &meta)
 			}
 		}
 		if err := rows.Scan(dest...); err != nil { // []byte destinations get new slices (nil for NULL)
-			return jobs, err
+			return jobs, claimKey{}, false, err
+		}
+		if runAt.InfinityModifier != pgtype.Finite {
+			infinite = true
+		} else if k := (claimKey{priority: priority, runAt: runAt.Time, id: uuid.UUID(id.Bytes)}); !lastOK || last.before(k) {
+			last, lastOK = k, true
 		}
 		j := &queue.Job{ID: uuid.UUID(id.Bytes), Token: token, Kind: intern(kind), Queue: intern(qname),
 			Payload: payload, Priority: priority, Meta: meta, Attempt: int(attempt), MaxRetries: int(retries)}
@@ -179,7 +233,7 @@ func scanClaimed(rows pgx.Rows, jobs []*queue.Job) ([]*queue.Job, error) {
 		j.Timeout = time.Duration(timeoutMS) * time.Millisecond
 		jobs = append(jobs, j)
 	}
-	return jobs, rows.Err()
+	return jobs, last, lastOK && !infinite, rows.Err()
 }
 
 // finishSQL applies a batch of outcomes in one statement (after
