@@ -127,8 +127,12 @@ func (a *Adapter) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue.J
 		if err != nil {
 			return nil, wrapErr("claim jobs", err)
 		}
-		if len(jobs) == req.Limit && lastOK {
-			a.hints.advance(key, last)
+		if len(jobs) == req.Limit {
+			if lastOK {
+				a.hints.advance(key, last)
+			} else {
+				a.hints.drop(key) // a run time at infinity: no key to start from
+			}
 			return jobs, nil
 		}
 		// The range past the hint ran short: claim the rest from the head.
