@@ -23,12 +23,7 @@ type hintEnv struct {
 
 func newHintEnv(t *testing.T, rescan time.Duration) *hintEnv {
 	t.Helper()
-	ctx := context.Background()
-	a, err := New(ctx, testpg.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Close)
+	a, ctx := newInspectAdapter(t) // autovacuum off: nothing but the claims moves the hint
 	a.hints.rescan = rescan
 	return &hintEnv{t: t, ctx: ctx, a: a}
 }

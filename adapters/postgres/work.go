@@ -115,15 +115,18 @@ func (a *Adapter) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue.J
 	if req.Meta {
 		stmt, hintedStmt = claimMetaSQL, claimHintedMetaSQL
 	}
-	key := hintKey(req.Queue, kinds)
-	if h, ok := a.hints.get(key, time.Now()); ok {
-		var last claimKey
-		var lastOK bool
-		err := a.pinned(ctx, func(rows pgx.Rows) error {
+	// claim runs one claim statement and appends its jobs to jobs.
+	claim := func(sql string, args ...any) (last claimKey, lastOK bool, err error) {
+		err = a.pinned(ctx, func(rows pgx.Rows) error {
 			var err error
 			jobs, last, lastOK, err = scanClaimed(rows, jobs)
 			return err
-		}, a.sql.q(hintedStmt), req.Queue, req.Limit, req.WorkerID, req.Lease.Milliseconds(), kinds, h.priority, h.runAt, h.id)
+		}, a.sql.q(sql), args...)
+		return last, lastOK, err
+	}
+	key := hintKey(req.Queue, kinds)
+	if h, ok := a.hints.get(key, time.Now()); ok {
+		last, lastOK, err := claim(hintedStmt, req.Queue, req.Limit, req.WorkerID, req.Lease.Milliseconds(), kinds, h.priority, h.runAt, h.id)
 		if err != nil {
 			return nil, wrapErr("claim jobs", err)
 		}
@@ -139,13 +142,7 @@ func (a *Adapter) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue.J
 	}
 	headAt := time.Now()
 	hinted := len(jobs)
-	var last claimKey
-	var lastOK bool
-	err := a.pinned(ctx, func(rows pgx.Rows) error {
-		var err error
-		jobs, last, lastOK, err = scanClaimed(rows, jobs)
-		return err
-	}, a.sql.q(stmt), req.Queue, req.Limit-hinted, req.WorkerID, req.Lease.Milliseconds(), kinds)
+	last, lastOK, err := claim(stmt, req.Queue, req.Limit-hinted, req.WorkerID, req.Lease.Milliseconds(), kinds)
 	if err != nil {
 		if hinted > 0 {
 			// The hinted claim's jobs are leased to this worker: run them.
