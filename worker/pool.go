@@ -100,7 +100,7 @@ func growth(executors, inHandle, waiting int, r int64, quiet, slow int) (n, q, s
 	return 0, q, s
 }
 
-// checkGrowth looks again in growAfter and grows the pool as pool says,
+// checkGrowth looks again in growAfter and grows the pool as growth says,
 // then again while jobs wait for an executor.
 func (w *Worker) checkGrowth(returned int64, quiet, slow int) {
 	time.AfterFunc(growAfter, func() {

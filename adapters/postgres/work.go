@@ -146,7 +146,10 @@ func (a *Adapter) Claim(ctx context.Context, req queue.ClaimRequest) ([]*queue.J
 	if err != nil {
 		if hinted > 0 {
 			// The hinted claim's jobs are leased to this worker: run them.
+			// The next claim starts at the head and meets the error again
+			// if it lasts.
 			a.hints.drop(key)
+			a.log.WarnContext(ctx, "tasq/postgres: claiming the rest of a batch from the head of the queue failed; running the jobs claimed before it", "queue", req.Queue, "jobs", hinted, "err", err)
 			return jobs, nil
 		}
 		return nil, wrapErr("claim jobs", err)
